@@ -1,0 +1,65 @@
+//! The signalr-edge daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use signalr_edge::runtime::Runtime;
+use signalr_edge::server::{self, RunFlags};
+
+/// An edge reverse proxy for Azure SignalR Service.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file.
+    #[arg(short = 'c', long = "conf", default_value = "conf/signalr-edge.yaml")]
+    conf: PathBuf,
+    /// Check the configuration file and exit (0 valid, 1 invalid), like `nginx -t`.
+    #[arg(short = 't', long = "test")]
+    test: bool,
+    /// Run in the background.
+    #[arg(short = 'd', long = "daemon")]
+    daemon: bool,
+    /// Take the listening sockets over from a running old process (graceful upgrade).
+    #[arg(short = 'u', long = "upgrade")]
+    upgrade: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a configuration file (same as -t).
+    Check,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    if cli.test || matches!(cli.command, Some(Command::Check)) {
+        return match Runtime::load(&cli.conf, None) {
+            Ok(_) => {
+                println!(
+                    "signalr-edge: configuration file {} test is successful",
+                    cli.conf.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("signalr-edge: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let flags = RunFlags {
+        daemon: cli.daemon,
+        upgrade: cli.upgrade,
+    };
+    match server::run(&cli.conf, flags) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("signalr-edge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

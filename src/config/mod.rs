@@ -1,0 +1,99 @@
+//! Configuration: the YAML schema, its loading, and checks whose errors name the file and key path.
+
+pub mod connstr;
+pub mod schema;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use schema::*;
+pub use validate::{parse_endpoint, EndpointSpec};
+
+/// A configuration error: the file, the key path inside it, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: PathBuf,
+    /// Dotted key path such as `pools.signalr.endpoints[1].url` (empty for the whole file).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}: {}: {}",
+                self.file.display(),
+                self.path,
+                self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A key path plus message, before the file name is attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathError {
+    /// Dotted key path.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl PathError {
+    /// Builds an error at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        PathError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Attaches the file name.
+    pub fn in_file(self, file: &Path) -> ConfigError {
+        ConfigError {
+            file: file.to_path_buf(),
+            path: self.path,
+            message: self.message,
+        }
+    }
+}
+
+/// Reads, parses and validates a configuration file.
+pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        path: String::new(),
+        message: format!("cannot read: {e}"),
+    })?;
+    parse_str(&text).map_err(|e| e.in_file(file))
+}
+
+/// Parses and validates configuration text.
+pub fn parse_str(text: &str) -> Result<Config, PathError> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let message = e.into_inner().to_string();
+        // serde_yaml prefixes nested errors with its own (shorter) path: keep one path only.
+        let message = match message.split_once(": ") {
+            Some((p, rest)) if !p.contains(' ') && path.starts_with(p) => rest.to_string(),
+            _ => message,
+        };
+        PathError::new(path, message)
+    })?;
+    validate::validate(&config)?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,269 @@
+//! The YAML schema: what an operator writes. Compiled into `runtime` structures before use.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Pingora server settings.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Where the edge accepts client traffic.
+    pub listeners: Vec<Listener>,
+    /// Peers whose `X-Forwarded-For` is believed (addresses or CIDR blocks).
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Upstream pools by name.
+    pub pools: BTreeMap<String, Pool>,
+    /// Routes, matched by host and longest path prefix.
+    pub routes: Vec<Route>,
+}
+
+/// Pingora's own server settings, with defaults that suit an edge daemon.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// Let idle worker threads steal tasks (off: fewer cross-core wake-ups).
+    pub work_stealing: bool,
+    /// PID file written when running as a daemon.
+    pub pid_file: PathBuf,
+    /// Unix socket used to hand listeners to a new process on `-u`.
+    pub upgrade_sock: PathBuf,
+    /// Error log file when daemonized (stderr otherwise).
+    pub error_log: Option<PathBuf>,
+    /// Seconds between the shutdown signal and the start of the final shutdown.
+    pub grace_period_seconds: u64,
+    /// Seconds the final shutdown may take.
+    pub graceful_shutdown_timeout_seconds: u64,
+    /// Idle upstream connections kept for reuse, per worker thread.
+    pub upstream_keepalive_pool_size: usize,
+    /// Drop privileges to this user after binding (daemon mode).
+    pub user: Option<String>,
+    /// Drop privileges to this group after binding (daemon mode).
+    pub group: Option<String>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            threads: 1,
+            work_stealing: false,
+            pid_file: PathBuf::from("/tmp/signalr-edge.pid"),
+            upgrade_sock: PathBuf::from("/tmp/signalr-edge-upgrade.sock"),
+            error_log: None,
+            grace_period_seconds: 30,
+            graceful_shutdown_timeout_seconds: 10,
+            upstream_keepalive_pool_size: 256,
+            user: None,
+            group: None,
+        }
+    }
+}
+
+/// One listening address, optionally with TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// `ip:port` to bind.
+    pub address: String,
+    /// Serve TLS with this certificate and key.
+    pub tls: Option<ListenerTls>,
+}
+
+/// Certificate and key for a TLS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// What kind of upstreams a pool holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolKind {
+    /// Azure SignalR Service instances: sticky choice, Host rewrite.
+    Signalr,
+    /// Application servers: round robin.
+    App,
+}
+
+/// A rule that can pick the SignalR instance of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AffinityRule {
+    /// The host in the access token's `aud` claim, when it is a pool endpoint.
+    Audience,
+    /// Consistent hash of the percent-decoded `asrs_request_id` query parameter.
+    RequestId,
+    /// Consistent hash of the access token's signature.
+    Signature,
+    /// Consistent hash of the client address.
+    ClientIp,
+}
+
+/// The `Host` header sent upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostHeader {
+    /// The endpoint's own host name (required by ASRS, which is multi-tenant).
+    Endpoint,
+    /// The client's `Host`, unchanged.
+    Preserve,
+}
+
+/// A named group of upstream endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    /// `signalr` or `app`.
+    pub kind: PoolKind,
+    /// The upstreams.
+    pub endpoints: Vec<Endpoint>,
+    /// Instance-choice rules in order (SignalR pools only).
+    pub affinity: Option<Vec<AffinityRule>>,
+    /// `Host` sent upstream: `endpoint` (default for SignalR) or `preserve` (default for app).
+    pub host_header: Option<HostHeader>,
+    /// Active health checks.
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    /// Upstream timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Upstream TLS settings.
+    #[serde(default)]
+    pub tls: UpstreamTls,
+}
+
+/// One upstream, as a URL or an ASRS connection string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Stable name used by the hash ring (defaults to the host name).
+    pub name: Option<String>,
+    /// `http(s)://host[:port]`.
+    pub url: Option<String>,
+    /// `Endpoint=https://...;AccessKey=...;Version=1.0;[Port=..;][ClientEndpoint=..;]`.
+    pub connection_string: Option<String>,
+    /// `ip:port` to connect to instead of resolving the host (a private endpoint).
+    pub address: Option<String>,
+}
+
+/// Which probe a health check sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// An HTTP request that must answer 200.
+    Http,
+    /// A TCP (and TLS, for https endpoints) connection.
+    Tcp,
+}
+
+/// Active health-check settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    /// `http` or `tcp`.
+    #[serde(rename = "type")]
+    pub kind: CheckKind,
+    /// HTTP method of the probe.
+    pub method: String,
+    /// Path (and query) of the probe.
+    pub path: String,
+    /// Time between probes.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Connect and read timeout of one probe.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive successes that make an unhealthy endpoint healthy.
+    pub healthy_threshold: usize,
+    /// Consecutive failures that make a healthy endpoint unhealthy.
+    pub unhealthy_threshold: usize,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            kind: CheckKind::Http,
+            method: "HEAD".into(),
+            path: "/api/health".into(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 1,
+            unhealthy_threshold: 2,
+        }
+    }
+}
+
+/// Upstream timeouts. Defaults suit SignalR: pings every 15 s, long polls held up to 100 s.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// TCP (and TLS) connect.
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// Longest wait for upstream bytes, on any read (long polls, SSE, WebSocket frames).
+    #[serde(with = "humantime_serde")]
+    pub read: Duration,
+    /// Longest wait for one upstream write.
+    #[serde(with = "humantime_serde")]
+    pub write: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(120),
+            write: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Upstream TLS verification.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTls {
+    /// Verify the upstream certificate chain and name.
+    pub verify: bool,
+    /// PEM bundle of CAs to trust instead of the system roots (private CAs, tests).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for UpstreamTls {
+    fn default() -> Self {
+        UpstreamTls {
+            verify: true,
+            ca_file: None,
+        }
+    }
+}
+
+/// One route: optional host, path prefix, optional methods, and the pool they go to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Match this `Host` only (case-insensitive, port ignored).
+    pub host: Option<String>,
+    /// Path prefix; the longest matching prefix wins.
+    pub path: String,
+    /// Match these methods only.
+    pub methods: Option<Vec<String>>,
+    /// Name of the pool that serves the route.
+    pub pool: String,
+}

@@ -1,0 +1,229 @@
+use super::*;
+
+const GOOD: &str = r#"
+listeners:
+  - address: 127.0.0.1:8080
+trusted_proxies: [10.0.0.0/8]
+pools:
+  signalr:
+    kind: signalr
+    endpoints:
+      - connection_string: "Endpoint=https://a.service.signalr.net;AccessKey=k1;Version=1.0;"
+        address: 127.0.0.1:9001
+      - url: https://b.service.signalr.net:8443
+        address: 127.0.0.1:9002
+    health_check: { path: /api/v1/health, interval: 2s, timeout: 500ms }
+    timeouts: { read: 130s }
+  app:
+    kind: app
+    endpoints: [{ url: "http://127.0.0.1:5000" }]
+routes:
+  - { path: /client/, pool: signalr }
+  - { path: /, pool: app, methods: [GET, POST] }
+"#;
+
+#[test]
+fn good_config_parses_with_defaults() {
+    let c = parse_str(GOOD).unwrap();
+    assert_eq!(c.server.threads, 1);
+    let p = &c.pools["signalr"];
+    assert_eq!(p.kind, PoolKind::Signalr);
+    let hc = p.health_check.as_ref().unwrap();
+    assert_eq!(hc.method, "HEAD");
+    assert_eq!(hc.interval, std::time::Duration::from_secs(2));
+    assert_eq!(p.timeouts.read, std::time::Duration::from_secs(130));
+    assert_eq!(p.timeouts.connect, std::time::Duration::from_secs(5));
+    let spec = parse_endpoint(&p.endpoints[1], "x").unwrap();
+    assert_eq!(
+        (spec.host.as_str(), spec.port, spec.tls),
+        ("b.service.signalr.net", 8443, true)
+    );
+    let spec = parse_endpoint(&p.endpoints[0], "x").unwrap();
+    assert_eq!(spec.name, "a.service.signalr.net");
+    assert_eq!(spec.access_key.as_deref(), Some("k1"));
+}
+
+/// Replaces `from` by `to` in GOOD and returns the error.
+fn error_of(from: &str, to: &str) -> PathError {
+    assert!(GOOD.contains(from), "{from}");
+    parse_str(&GOOD.replacen(from, to, 1)).unwrap_err()
+}
+
+#[test]
+fn every_error_names_its_key_path() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "listeners:",
+            "listenrs:",
+            "listenrs",
+            "unknown field `listenrs`",
+        ),
+        (
+            "kind: app",
+            "kind: apps",
+            "pools.app.kind",
+            "unknown variant",
+        ),
+        (
+            "interval: 2s",
+            "interval: soon",
+            "pools.signalr.health_check.interval",
+            "",
+        ),
+        (
+            "timeouts: { read: 130s }",
+            "timeouts: { red: 130s }",
+            "pools.signalr.timeouts.red",
+            "unknown field `red`",
+        ),
+        (
+            "127.0.0.1:8080",
+            "localhost",
+            "listeners[0].address",
+            "ip:port",
+        ),
+        ("[10.0.0.0/8]", "[10.0.0.0/33]", "trusted_proxies[0]", ""),
+        (
+            "address: 127.0.0.1:9001",
+            "address: nowhere",
+            "pools.signalr.endpoints[0].address",
+            "ip:port",
+        ),
+        (
+            "url: https://b.service.signalr.net:8443",
+            "url: ftp://b",
+            "pools.signalr.endpoints[1].url",
+            "http",
+        ),
+        (
+            "url: https://b.service.signalr.net:8443",
+            "url: https://b/x",
+            "pools.signalr.endpoints[1].url",
+            "path",
+        ),
+        (
+            "Version=1.0;\"",
+            "Version=3.0;\"",
+            "pools.signalr.endpoints[0].connection_string",
+            "Version",
+        ),
+        (
+            "{ path: /client/, pool: signalr }",
+            "{ path: /client/, pool: nope }",
+            "routes[0].pool",
+            "unknown pool",
+        ),
+        (
+            "{ path: /client/, pool: signalr }",
+            "{ path: client, pool: signalr }",
+            "routes[0].path",
+            "start with '/'",
+        ),
+        (
+            "methods: [GET, POST]",
+            "methods: [GET, \"P O\"]",
+            "routes[1].methods[1]",
+            "invalid method",
+        ),
+        (
+            "methods: [GET, POST]",
+            "methods: []",
+            "routes[1].methods",
+            "empty",
+        ),
+        (
+            "timeout: 500ms",
+            "timeout: 0s",
+            "pools.signalr.health_check.timeout",
+            "more than 0",
+        ),
+        (
+            "path: /api/v1/health",
+            "path: health",
+            "pools.signalr.health_check.path",
+            "'/'",
+        ),
+        (
+            "timeout: 500ms",
+            "timeout: 1s, unhealthy_threshold: 0",
+            "pools.signalr.health_check.unhealthy_threshold",
+            "at least 1",
+        ),
+        (
+            "kind: app\n",
+            "kind: app\n    affinity: [request_id]\n",
+            "pools.app.affinity",
+            "only signalr",
+        ),
+        (
+            "kind: signalr\n",
+            "kind: signalr\n    affinity: [audience, audience]\n",
+            "pools.signalr.affinity[1]",
+            "twice",
+        ),
+        (
+            "kind: signalr\n",
+            "kind: signalr\n    affinity: [magic]\n",
+            "pools.signalr.affinity[0]",
+            "unknown variant",
+        ),
+        (
+            "endpoints: [{ url: \"http://127.0.0.1:5000\" }]",
+            "endpoints: []",
+            "pools.app.endpoints",
+            "at least one",
+        ),
+        (
+            "endpoints: [{ url: \"http://127.0.0.1:5000\" }]",
+            "endpoints: [{}]",
+            "pools.app.endpoints[0]",
+            "exactly one",
+        ),
+        (
+            "      - url: https://b.service.signalr.net:8443\n",
+            "      - url: https://a.service.signalr.net\n",
+            "pools.signalr.endpoints[1]",
+            "used twice",
+        ),
+        (
+            "- { path: /, pool: app, methods: [GET, POST] }",
+            "- { path: /client/, pool: app }",
+            "routes[1]",
+            "duplicates",
+        ),
+        (
+            "listeners:\n  - address: 127.0.0.1:8080",
+            "listeners: []",
+            "listeners",
+            "at least one",
+        ),
+    ];
+    for (from, to, path, msg) in cases {
+        let e = error_of(from, to);
+        assert_eq!(&e.path, path, "{from} -> {to}: {e:?}");
+        assert!(e.message.contains(msg), "{from} -> {to}: {e:?}");
+    }
+}
+
+#[test]
+fn load_names_the_file() {
+    let dir = std::env::temp_dir().join(format!("se-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("bad.yaml");
+    std::fs::write(
+        &f,
+        GOOD.replace("pool: nope", "")
+            .replace("pool: signalr }", "pool: ghost }"),
+    )
+    .unwrap();
+    let e = load(&f).unwrap_err();
+    assert_eq!(e.file, f);
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}: routes[0].pool: unknown pool", f.display())),
+        "{e}"
+    );
+    let missing = load(&dir.join("missing.yaml")).unwrap_err();
+    assert!(missing.to_string().contains("cannot read"), "{missing}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,13 @@
+//! signalr-edge: an edge reverse proxy for Azure SignalR Service, built on Cloudflare Pingora.
+
+pub mod access_log;
+pub mod affinity;
+pub mod config;
+pub mod emulator;
+pub mod forwarded;
+pub mod proxy;
+pub mod ring;
+pub mod routing;
+pub mod runtime;
+pub mod server;
+pub mod upstream;
