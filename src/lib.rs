@@ -3,6 +3,7 @@
 pub mod access_log;
 pub mod affinity;
 pub mod config;
+pub mod demo;
 pub mod emulator;
 pub mod forwarded;
 pub mod proxy;

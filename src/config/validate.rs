@@ -10,7 +10,7 @@ use super::PathError;
 /// An endpoint after its URL or connection string was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointSpec {
-    /// Ring name: the configured name, else the host name.
+    /// Ring name: the configured name, else the host name (with the port when not the default).
     pub name: String,
     /// Upstream speaks TLS.
     pub tls: bool,
@@ -81,12 +81,15 @@ pub fn parse_endpoint(e: &Endpoint, path: &str) -> Result<EndpointSpec, PathErro
             )
         })?),
     };
+    let default_port = if tls { 443 } else { 80 };
     let name = match &e.name {
         Some(n) if n.trim().is_empty() => {
             return Err(PathError::new(format!("{path}.name"), "must not be empty"))
         }
         Some(n) => n.clone(),
-        None => host.clone(),
+        None if port == default_port => host.clone(),
+        // Two app servers on one host differ by port only.
+        None => format!("{host}:{port}"),
     };
     Ok(EndpointSpec {
         name,

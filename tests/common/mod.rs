@@ -1,0 +1,258 @@
+//! Helpers for integration tests: an edge process on an ephemeral port, emulator instances,
+//! tokens and a minimal SignalR client. Everything runs on 127.0.0.1 and is stopped on drop.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use signalr_edge::emulator::{Emulator, EmulatorConfig, InstanceConfig};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p = std::env::temp_dir().join(format!("signalr-edge-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `signalr-edge` process.
+pub struct Edge {
+    child: Child,
+    pub port: u16,
+    pub dir: TempDir,
+}
+
+impl Edge {
+    /// Starts the edge with `body` (config without `listeners`/`server`) and waits until it accepts.
+    pub fn start(body: &str) -> Edge {
+        let dir = TempDir::new("edge");
+        let port = free_port();
+        let conf = format!(
+            "server:\n  pid_file: {d}/edge.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\nlisteners:\n  - address: 127.0.0.1:{port}\n{body}",
+            d = dir.0.display()
+        );
+        let file = dir.0.join("edge.yaml");
+        std::fs::write(&file, conf).unwrap();
+        let log = std::fs::File::create(dir.0.join("edge.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_signalr-edge"))
+            .arg("-c")
+            .arg(&file)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut edge = Edge { child, port, dir };
+        edge.wait_ready();
+        edge
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("edge exited early ({status}): {}", self.log());
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("edge did not listen within 20 s: {}", self.log());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("edge.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Instance settings for tests.
+pub fn instance(name: &str, key: &str, check_audience: bool) -> InstanceConfig {
+    InstanceConfig {
+        name: Some(name.to_string()),
+        host: format!("{name}.service.signalr.net"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        access_key: key.to_string(),
+        tls: None,
+        check_audience,
+        connect_window: Duration::from_secs(5),
+    }
+}
+
+pub async fn emulator(instances: Vec<InstanceConfig>) -> Emulator {
+    Emulator::start(&EmulatorConfig {
+        instances,
+        apps: vec![],
+    })
+    .await
+    .unwrap()
+}
+
+/// A SignalR pool section for the emulator's instances (by private address).
+pub fn signalr_pool(em: &Emulator, extra: &str) -> String {
+    let mut s = String::from("pools:\n  signalr:\n    kind: signalr\n    endpoints:\n");
+    for i in &em.instances {
+        s += &format!(
+            "      - connection_string: \"Endpoint=http://{};AccessKey={};Version=1.0;\"\n        address: {}\n",
+            i.state.settings.host, i.state.settings.access_key, i.addr
+        );
+    }
+    s + extra
+}
+
+pub fn token(key: &str, aud_host: &str, hub: &str) -> String {
+    signalr_edge::emulator::token::sign(
+        key,
+        &signalr_edge::emulator::token::audience(aud_host, hub),
+        Some("tester"),
+        Duration::from_secs(600),
+    )
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// The answer of a client negotiate through the edge.
+pub struct Negotiated {
+    pub status: u16,
+    pub instance: String,
+    pub connection_token: Option<String>,
+}
+
+pub async fn negotiate(
+    client: &reqwest::Client,
+    base: &str,
+    query: &str,
+    token: &str,
+) -> Negotiated {
+    let r = client
+        .post(format!("{base}/client/negotiate?{query}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let instance = r
+        .headers()
+        .get("x-emulator-instance")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    Negotiated {
+        status,
+        instance,
+        connection_token: body["connectionToken"].as_str().map(str::to_string),
+    }
+}
+
+/// Connects by WebSocket, handshakes, calls `whoami`, and returns its result.
+pub async fn ws_whoami(
+    ws_base: &str,
+    query: &str,
+    token: &str,
+) -> Result<serde_json::Value, String> {
+    let mut req = format!("{ws_base}/client/?{query}")
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .map_err(|e| e.to_string())?;
+    ws.send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    ws.send(Message::text(
+        "{\"type\":1,\"invocationId\":\"1\",\"target\":\"whoami\",\"arguments\":[]}\u{1e}",
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .map_err(|_| "timeout".to_string())?;
+        let Some(Ok(Message::Text(t))) = msg else {
+            return Err(format!("unexpected {msg:?}"));
+        };
+        for rec in t.as_str().split('\u{1e}').filter(|r| !r.is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(rec).map_err(|e| e.to_string())?;
+            if v["type"] == 3 {
+                let _ = ws.close(None).await;
+                return Ok(v["result"].clone());
+            }
+        }
+    }
+}
+
+/// Writes a test CA and a certificate for `host` signed by it; returns (ca, cert, key) paths.
+pub fn test_pki(dir: &Path, host: &str) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "signalr-edge test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec![host.to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let (ca_p, cert_p, key_p) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&ca_p, ca.pem()).unwrap();
+    std::fs::write(&cert_p, cert.pem()).unwrap();
+    std::fs::write(&key_p, key.serialize_pem()).unwrap();
+    (ca_p, cert_p, key_p)
+}
+
+pub fn addr_of(em: &Emulator, i: usize) -> SocketAddr {
+    em.instances[i].addr
+}
