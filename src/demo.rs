@@ -68,8 +68,11 @@ pub fn run(port: u16) -> Result<(), String> {
                         app: em.apps[0],
                     };
                     let _ = tx.send(Ok(started));
-                    std::future::pending::<()>().await;
+                    // Pingora stops on SIGTERM/SIGQUIT only; the demo stops on Ctrl-C too.
+                    let _ = tokio::signal::ctrl_c().await;
                     drop(em);
+                    println!("signalr-edge demo: stopped");
+                    std::process::exit(0);
                 }
                 Err(e) => drop(tx.send(Err(e))),
             }

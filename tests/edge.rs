@@ -328,3 +328,57 @@ fn check_flag_validates_files_like_nginx_t() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_trust_only_configured_proxies() {
+    use signalr_edge::emulator::{AppConfig, Emulator, EmulatorConfig};
+    let em = Emulator::start(&EmulatorConfig {
+        instances: vec![instance("a", "k", true)],
+        apps: vec![AppConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            client_endpoint: "http://edge".into(),
+            instances: vec![],
+            omit_request_id: false,
+            audience_host: None,
+            static_dir: None,
+        }],
+    })
+    .await
+    .unwrap();
+    let body = |trusted: &str| {
+        format!(
+            "trusted_proxies: [{trusted}]\npools:\n  app:\n    kind: app\n    endpoints: [{{ url: \"http://{}\" }}]\nroutes: [{{ path: /, pool: app }}]\n",
+            em.apps[0]
+        )
+    };
+    let headers = |edge: &Edge| {
+        let url = edge.url("/_emulator/headers");
+        async move {
+            let r = http()
+                .get(url)
+                .header("x-forwarded-for", "1.2.3.4")
+                .header("x-forwarded-proto", "https")
+                .send()
+                .await
+                .unwrap();
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let untrusted = Edge::start(&body("10.0.0.0/8"));
+    let h = headers(&untrusted).await;
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(
+        h["x-forwarded-host"],
+        format!("127.0.0.1:{}", untrusted.port)
+    );
+    assert_eq!(
+        h["host"],
+        format!("127.0.0.1:{}", untrusted.port),
+        "app pools keep the client's Host"
+    );
+    let trusted = Edge::start(&body("127.0.0.1/32"));
+    let h = headers(&trusted).await;
+    assert_eq!(h["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+}

@@ -62,6 +62,15 @@ fn new_request_id(counter: usize) -> String {
 
 async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
+    if path == "/_emulator/headers" {
+        // What the app server received, so tests can check forwarding headers.
+        let headers: serde_json::Map<String, serde_json::Value> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(String::from_utf8_lossy(v.as_bytes()))))
+            .collect();
+        return Json(serde_json::Value::Object(headers)).into_response();
+    }
     if let Some(hub_path) = path
         .strip_suffix("/negotiate")
         .filter(|h| !h.is_empty() && !h[1..].contains('/'))
