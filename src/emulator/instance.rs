@@ -51,6 +51,8 @@ pub struct Conn {
     connected: AtomicBool,
     closed: AtomicBool,
     handshaken: AtomicBool,
+    /// Handshake answered: broadcasts may be sent (never before the handshake response).
+    ready: AtomicBool,
     transport: Mutex<Option<&'static str>>,
     tx: mpsc::UnboundedSender<String>,
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
@@ -118,6 +120,7 @@ impl Instance {
             connected: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             handshaken: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
             transport: Mutex::new(None),
             tx,
             rx: tokio::sync::Mutex::new(rx),
@@ -140,6 +143,7 @@ impl Instance {
                 match hub::handshake(msg) {
                     Ok(reply) => {
                         let _ = conn.tx.send(reply);
+                        conn.ready.store(true, Ordering::Release);
                     }
                     Err(e) => {
                         let _ = conn.tx.send(hub::record(&json!({ "error": e })));
@@ -156,7 +160,7 @@ impl Instance {
                     }
                     Action::Broadcast(r) => {
                         for c in self.conns().values() {
-                            if c.hub() == who.hub && c.connected.load(Ordering::Relaxed) {
+                            if c.hub() == who.hub && c.ready.load(Ordering::Acquire) {
                                 let _ = c.tx.send(r.clone());
                             }
                         }

@@ -52,8 +52,12 @@ pub struct Edge {
 impl Edge {
     /// Starts the edge with `body` (config without `listeners`/`server`) and waits until it accepts.
     pub fn start(body: &str) -> Edge {
+        Edge::start_on(free_port(), body)
+    }
+
+    /// Like `start`, on a chosen port (for upstreams that must know the edge's URL first).
+    pub fn start_on(port: u16, body: &str) -> Edge {
         let dir = TempDir::new("edge");
-        let port = free_port();
         let conf = format!(
             "server:\n  pid_file: {d}/edge.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\nlisteners:\n  - address: 127.0.0.1:{port}\n{body}",
             d = dir.0.display()
