@@ -110,15 +110,18 @@ async fn official_client_over_three_transports_with_distinct_keys() {
     run_clients(instances, app(false, None), 100, "", "audience").await;
 }
 
+/// Three instances that accept one key and any audience (like geo-replicas of one resource).
+fn shared_key_instances() -> Vec<InstanceConfig> {
+    ["a", "b", "c"]
+        .iter()
+        .map(|n| instance(n, "shared", false))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_client_sticks_by_request_id_when_tokens_name_no_endpoint() {
-    let instances = vec![
-        instance("a", "shared", false),
-        instance("b", "shared", false),
-        instance("c", "shared", false),
-    ];
     run_clients(
-        instances,
+        shared_key_instances(),
         app(false, Some("shared.service.signalr.net")),
         30,
         "",
@@ -129,13 +132,8 @@ async fn official_client_sticks_by_request_id_when_tokens_name_no_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_client_sticks_by_fallbacks_without_request_id() {
-    let instances = vec![
-        instance("a", "shared", false),
-        instance("b", "shared", false),
-        instance("c", "shared", false),
-    ];
     run_clients(
-        instances,
+        shared_key_instances(),
         app(true, Some("shared.service.signalr.net")),
         30,
         "no-request-id",
