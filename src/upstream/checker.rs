@@ -9,7 +9,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use tokio::time::Instant;
 
-use crate::runtime::{Runtime, SharedRuntime};
+use crate::runtime::SharedRuntime;
 
 /// How often the scheduler looks for due probes.
 const TICK: Duration = Duration::from_millis(100);
@@ -23,24 +23,6 @@ impl HealthChecker {
     /// A checker over the shared runtime.
     pub fn new(state: SharedRuntime) -> Self {
         HealthChecker { state }
-    }
-}
-
-/// Runs one probe of every endpoint of `runtime` that has one, concurrently, and records results.
-pub async fn probe_all(runtime: &Runtime) {
-    let mut tasks = Vec::new();
-    for pool in &runtime.pools {
-        for ep in &pool.endpoints {
-            if let Some(prober) = ep.prober.clone() {
-                let (ep, pool_name) = (ep.clone(), pool.name.clone());
-                tasks.push(tokio::spawn(async move {
-                    record(&pool_name, &ep, prober.probe().await)
-                }));
-            }
-        }
-    }
-    for t in tasks {
-        let _ = t.await;
     }
 }
 

@@ -63,12 +63,6 @@ impl Health {
             None
         }
     }
-
-    /// Forces a state (tests and admin use).
-    pub fn set(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::Relaxed);
-        self.streak.store(0, Ordering::Relaxed);
-    }
 }
 
 /// What a probe needs to know about its endpoint.

@@ -1,1 +1,81 @@
+use super::*;
+use crate::affinity::AffinityInput;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 
+fn pool(yaml: &str) -> Pool {
+    let cfg: config::Pool = serde_yaml::from_str(yaml).unwrap();
+    Pool::compile("p", &cfg, None).unwrap()
+}
+
+const SIGNALR: &str = "kind: signalr
+endpoints:
+  - { url: https://a.example, address: 127.0.0.1:1 }
+  - { url: https://b.example, address: 127.0.0.1:2 }
+  - { url: https://c.example, address: 127.0.0.1:3 }";
+
+fn token_for(host: &str) -> String {
+    let p = URL_SAFE_NO_PAD.encode(format!(r#"{{"aud":"https://{host}/client/?hub=chat"}}"#));
+    format!("e30.{p}.c2ln")
+}
+
+#[test]
+fn audience_then_request_id_then_round_robin() {
+    let p = pool(SIGNALR);
+    let auth = format!("Bearer {}", token_for("b.example"));
+    let input = AffinityInput::new(Some("asrs_request_id=x"), Some(auth.as_bytes()), None);
+    assert_eq!(p.choose(&input), Some((1, Choice::Audience)));
+    // The named instance is down: the request id decides, and never picks it.
+    p.endpoints[1].health.record(false, 1, 1);
+    let (i, rule) = p.choose(&input).unwrap();
+    assert_eq!(rule, Choice::RequestId);
+    assert_ne!(i, 1);
+    // A token for a host outside the pool falls through to its signature.
+    let auth = format!("Bearer {}", token_for("elsewhere.example"));
+    let input = AffinityInput::new(None, Some(auth.as_bytes()), None);
+    assert_eq!(p.choose(&input).unwrap().1, Choice::Signature);
+    let input = AffinityInput::new(None, None, Some("10.0.0.1".parse().unwrap()));
+    assert_eq!(p.choose(&input).unwrap().1, Choice::ClientIp);
+    assert_eq!(
+        p.choose(&AffinityInput::default()).unwrap().1,
+        Choice::RoundRobin
+    );
+    for e in &p.endpoints {
+        e.health.record(false, 1, 1);
+    }
+    assert_eq!(
+        p.choose(&AffinityInput::new(Some("asrs_request_id=x"), None, None)),
+        None
+    );
+}
+
+#[test]
+fn configured_rule_order_is_followed() {
+    let p = pool(&format!("{SIGNALR}\naffinity: [request_id]"));
+    let auth = format!("Bearer {}", token_for("b.example"));
+    let input = AffinityInput::new(Some("asrs_request_id=x"), Some(auth.as_bytes()), None);
+    assert_eq!(p.choose(&input).unwrap().1, Choice::RequestId);
+}
+
+#[test]
+fn app_pools_round_robin_over_healthy_endpoints() {
+    let p = pool("kind: app\nendpoints: [{url: 'http://127.0.0.1:5001'}, {url: 'http://127.0.0.1:5002'}, {url: 'http://127.0.0.1:5003'}]");
+    assert_eq!(p.host_header, HostHeader::Preserve);
+    assert_eq!(p.endpoints[0].name, "127.0.0.1:5001");
+    let picks: Vec<usize> = (0..6)
+        .map(|_| p.choose(&AffinityInput::default()).unwrap().0)
+        .collect();
+    assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+    p.endpoints[1].health.record(false, 1, 1);
+    assert!((0..6).all(|_| p.choose(&AffinityInput::default()).unwrap().0 != 1));
+}
+
+#[test]
+fn health_state_survives_recompiling_an_unchanged_endpoint() {
+    let old = pool(SIGNALR);
+    old.endpoints[2].health.record(false, 1, 1);
+    let cfg: config::Pool = serde_yaml::from_str(SIGNALR).unwrap();
+    let new = Pool::compile("p", &cfg, Some(&old)).unwrap();
+    assert!(!new.endpoints[2].is_healthy());
+    assert!(new.endpoints[0].is_healthy());
+}
