@@ -82,15 +82,7 @@ mod tests {
             .iter()
             .map(|k| r.pick(k.as_bytes(), |_| true).unwrap())
             .collect();
-        let again: Vec<usize> = ["k1", "k2", "k3", "k4", "k5", "k6"]
-            .iter()
-            .map(|k| {
-                Ring::new(&["a", "b", "c"])
-                    .pick(k.as_bytes(), |_| true)
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(picks, again);
+        assert_eq!(picks, [0, 1, 2, 0, 0, 2]);
         assert_eq!(xxh3_64(b"a"), 0xe6c6_32b6_1e96_4e1f);
     }
 
