@@ -6,10 +6,16 @@ cd "$(dirname "$0")"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Pingora builds zlib-ng with cmake.
-if ! command -v cmake >/dev/null 2>&1; then
-  as_root apt-get install -y cmake >/dev/null 2>&1 || { as_root apt-get update >/dev/null && as_root apt-get install -y cmake; }
+# cmake: Pingora builds zlib-ng with it. chromium: the demo page's browser test.
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
+    || { as_root apt-get update >/dev/null && as_root apt-get install -y --no-install-recommends "${need[@]}"; }
 fi
+export SIGNALR_EDGE_REQUIRE_BROWSER=1
 
 # The official SignalR client for the end-to-end tests, pinned by tests/e2e/package-lock.json.
 (cd tests/e2e && npm ci --no-audit --no-fund)

@@ -1,7 +1,8 @@
 //! `signalr-edge demo`: the edge in front of three emulated SignalR instances and an app server.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::config;
@@ -15,12 +16,45 @@ struct Started {
     app: SocketAddr,
 }
 
+/// Where the chat page lives: the source tree (from the working directory, else from where this
+/// binary was built), plus the official browser client from the npm package.
+fn page_dirs() -> Vec<PathBuf> {
+    let root = [
+        PathBuf::from("."),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    ]
+    .into_iter()
+    .find(|r| r.join("demo/index.html").is_file());
+    let Some(root) = root else {
+        println!("  (demo page not found: run the demo from the source tree for the browser chat)");
+        return vec![];
+    };
+    let e2e = root.join("tests/e2e");
+    let bundle = e2e.join("node_modules/@microsoft/signalr/dist/browser");
+    if !bundle.join("signalr.min.js").is_file() {
+        // The browser client comes from the pinned npm package, never from a hand-written copy.
+        println!(
+            "  fetching the official browser client: npm ci in {}",
+            e2e.display()
+        );
+        let ok = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&e2e)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            println!("  (npm ci failed: the chat page will not load its client; run `npm ci` in tests/e2e)");
+        }
+    }
+    vec![root.join("demo"), bundle]
+}
+
 /// Runs the demo until Ctrl-C.
 pub fn run(port: u16) -> Result<(), String> {
     let edge = format!("127.0.0.1:{port}");
     std::net::TcpListener::bind(&edge)
         .map_err(|e| format!("cannot listen on {edge}: {e} (try --port)"))?;
-    let static_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo");
+    let static_dirs = page_dirs();
     let em_config = EmulatorConfig {
         instances: ["a", "b", "c"]
             .iter()
@@ -32,6 +66,7 @@ pub fn run(port: u16) -> Result<(), String> {
                 tls: None,
                 check_audience: true,
                 connect_window: Duration::from_secs(5),
+                max_message_size: 32 * 1024,
             })
             .collect(),
         apps: vec![AppConfig {
@@ -40,7 +75,7 @@ pub fn run(port: u16) -> Result<(), String> {
             instances: vec![],
             omit_request_id: false,
             audience_host: None,
-            static_dir: static_dir.is_dir().then_some(static_dir),
+            static_dirs,
         }],
     };
     let (tx, rx) = std::sync::mpsc::channel();

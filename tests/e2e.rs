@@ -8,20 +8,22 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
+use std::time::Duration;
+
 use signalr_edge::emulator::{AppConfig, Emulator, EmulatorConfig, InstanceConfig};
 
 fn e2e_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e"))
 }
 
-/// Starts instances + an app server behind a fresh edge, then runs the Node client script.
-async fn run_clients(
-    instances: Vec<InstanceConfig>,
-    app: impl Fn(String) -> AppConfig,
-    clients: usize,
-    mode: &str,
-    rule: &str,
-) {
+/// Instances + an app server behind a fresh edge that probes health every 100 ms.
+struct Setup {
+    em: Emulator,
+    edge: Edge,
+    base: String,
+}
+
+async fn setup(instances: Vec<InstanceConfig>, app: impl Fn(String) -> AppConfig) -> Setup {
     assert!(
         e2e_dir().join("node_modules/@microsoft/signalr").is_dir(),
         "the official client is not installed: run ./ci.sh (or `npm ci` in tests/e2e)"
@@ -34,30 +36,33 @@ async fn run_clients(
     })
     .await
     .unwrap();
+    let hc = "    health_check: { interval: 100ms, timeout: 1s, unhealthy_threshold: 1, healthy_threshold: 1 }\n";
     let body = format!(
         "{}  app:\n    kind: app\n    endpoints: [{{ url: \"http://{}\" }}]\nroutes:\n  - {{ path: /client/, pool: signalr }}\n  - {{ path: /, pool: app }}\n",
-        signalr_pool(&em, ""),
+        signalr_pool(&em, hc),
         em.apps[0]
     );
     let edge = Edge::start_on(port, &body);
-    let out = tokio::task::spawn_blocking({
-        let base = base.clone();
-        let (clients, mode) = (clients.to_string(), mode.to_string());
-        move || {
-            Command::new("node")
-                .current_dir(e2e_dir())
-                .args(["transports.mjs", &base, &clients, &mode])
-                .output()
-        }
+    Setup { em, edge, base }
+}
+
+/// Runs `node <script> <args>` in tests/e2e; returns stdout, failing with both outputs and the
+/// edge log's tail when the script fails.
+async fn node(edge: &Edge, args: Vec<String>) -> String {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .current_dir(e2e_dir())
+            .args(&args)
+            .output()
     })
     .await
     .unwrap()
     .expect("node is needed for the end-to-end tests");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("{stdout}");
     assert!(
         out.status.success(),
-        "clients failed:\n{stdout}\n{}\nedge log tail:\n{}",
+        "node failed:\n{stdout}\n{}\nlog tail:\n{}",
         String::from_utf8_lossy(&out.stderr),
         edge.log()
             .lines()
@@ -66,8 +71,16 @@ async fn run_clients(
             .collect::<Vec<_>>()
             .join("\n")
     );
-    // The rule under test chose every SignalR request.
-    let log = edge.log();
+    stdout
+}
+
+/// Runs `clients` official clients per transport; checks they all passed and which rule chose.
+async fn run_clients(s: &Setup, clients: usize, mode: &str, rule: &str) -> String {
+    let args = ["transports.mjs", &s.base, &clients.to_string(), mode];
+    let log_before = s.edge.log().len();
+    let stdout = node(&s.edge, args.iter().map(|a| a.to_string()).collect()).await;
+    // The rule under test chose every SignalR request of these clients.
+    let log = s.edge.log().split_off(log_before);
     let signalr_lines: Vec<&str> = log.lines().filter(|l| l.contains("pool=signalr")).collect();
     assert!(!signalr_lines.is_empty());
     for l in &signalr_lines {
@@ -84,6 +97,7 @@ async fn run_clients(
             .unwrap_or_default();
         assert!(line.contains(&format!("\"ok\":{clients}")), "{t}: {line}");
     }
+    stdout
 }
 
 fn app(omit_request_id: bool, audience_host: Option<&str>) -> impl Fn(String) -> AppConfig {
@@ -94,7 +108,7 @@ fn app(omit_request_id: bool, audience_host: Option<&str>) -> impl Fn(String) ->
         instances: vec![],
         omit_request_id,
         audience_host: audience_host.clone(),
-        static_dir: None,
+        static_dirs: vec![],
     }
 }
 
@@ -107,7 +121,8 @@ async fn official_client_over_three_transports_with_distinct_keys() {
         instance("b", "key-b", true),
         instance("c", "key-c", true),
     ];
-    run_clients(instances, app(false, None), 100, "", "audience").await;
+    let s = setup(instances, app(false, None)).await;
+    run_clients(&s, 100, "", "audience").await;
 }
 
 /// Three instances that accept one key and any audience (like geo-replicas of one resource).
@@ -120,24 +135,112 @@ fn shared_key_instances() -> Vec<InstanceConfig> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_client_sticks_by_request_id_when_tokens_name_no_endpoint() {
-    run_clients(
+    let s = setup(
         shared_key_instances(),
         app(false, Some("shared.service.signalr.net")),
-        30,
-        "",
-        "request_id",
     )
     .await;
+    run_clients(&s, 30, "", "request_id").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_client_sticks_by_fallbacks_without_request_id() {
-    run_clients(
+    let s = setup(
         shared_key_instances(),
         app(true, Some("shared.service.signalr.net")),
-        30,
-        "no-request-id",
-        "signature",
     )
     .await;
+    run_clients(&s, 30, "no-request-id", "signature").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_instance_gets_no_new_official_clients() {
+    let instances = vec![
+        instance("a", "key-a", true),
+        instance("b", "key-b", true),
+        instance("c", "key-c", true),
+    ];
+    let s = setup(instances, app(false, None)).await;
+    let b = &s.em.instances[1];
+    b.state.set_healthy(false);
+    // Wait (by polling) until the edge has seen b's probe fail: a token for b then no longer
+    // reaches b, whatever the request id.
+    let client = http();
+    let token_b = token("key-b", "b.service.signalr.net", "chat");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while negotiate(&client, &s.base, "hub=chat&asrs_request_id=x", &token_b)
+        .await
+        .instance
+        == "b"
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b still receives traffic"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = b.state.negotiations();
+    let stdout = run_clients(&s, 30, "", "audience").await;
+    assert_eq!(b.state.negotiations(), before, "b negotiated new clients");
+    assert!(!stdout.contains("\"b\":"), "a client landed on b: {stdout}");
+    // Back up: b takes new clients again.
+    b.state.set_healthy(true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while negotiate(&client, &s.base, "hub=chat&asrs_request_id=x", &token_b)
+        .await
+        .instance
+        != "b"
+    {
+        assert!(tokio::time::Instant::now() < deadline, "b never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stdout = run_clients(&s, 30, "", "audience").await;
+    assert!(stdout.contains("\"b\":"), "no client landed on b: {stdout}");
+}
+
+/// Debian's chromium; a machine without it skips this test unless SIGNALR_EDGE_REQUIRE_BROWSER is
+/// set (./ci.sh installs it and sets it, so CI never skips).
+fn chromium() -> Option<&'static str> {
+    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("SIGNALR_EDGE_REQUIRE_BROWSER").is_none(),
+            "chromium is not installed (apt-get install chromium)"
+        );
+        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_page_chats_through_the_edge_in_headless_chromium() {
+    let Some(browser) = chromium() else { return };
+    let port = free_port();
+    let demo = Edge::demo(port);
+    // Ready when the page and the official client script both load through the edge.
+    let client = http();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = async {
+            for path in ["/", "/signalr.min.js"] {
+                let r = client.get(demo.url(path)).send().await.ok()?;
+                r.status().is_success().then_some(())?;
+            }
+            Some(())
+        };
+        if ok.await.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "demo not ready: {}",
+            demo.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let args = vec!["browser.mjs".into(), demo.url("/"), browser.to_string()];
+    let stdout = node(&demo, args).await;
+    assert_eq!(stdout.matches("\"ok\":true").count(), 3, "{stdout}");
 }

@@ -340,7 +340,7 @@ async fn forwarding_headers_trust_only_configured_proxies() {
             instances: vec![],
             omit_request_id: false,
             audience_host: None,
-            static_dir: None,
+            static_dirs: vec![],
         }],
     })
     .await

@@ -16,16 +16,19 @@ use serde_json::json;
 use super::token;
 
 /// An instance the app server can send clients to.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     /// Host name the token's audience names.
     pub host: String,
     /// AccessKey the token is signed with.
     pub access_key: String,
+    /// The emulated instance, whose health switch the app server honours like the SDK, which
+    /// stops sending clients to an endpoint it sees offline.
+    pub instance: Option<Arc<super::instance::Instance>>,
 }
 
 /// Settings of the app-server role.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppSettings {
     /// Public URL of the edge, as the SDK's ClientEndpoint (`http://127.0.0.1:8080`).
     pub client_endpoint: String,
@@ -34,7 +37,7 @@ pub struct AppSettings {
     /// Leave `asrs_request_id` out of the URL (the serverless shape).
     pub omit_request_id: bool,
     /// Static files served for other GETs (the demo page), if any.
-    pub static_dir: Option<std::path::PathBuf>,
+    pub static_dirs: Vec<std::path::PathBuf>,
 }
 
 struct App {
@@ -80,10 +83,8 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
         }
         return negotiate(&app, hub_path, req.uri().query().unwrap_or_default());
     }
-    if req.method() == Method::GET {
-        if let Some(dir) = &app.settings.static_dir {
-            return static_file(dir, &path).await;
-        }
+    if req.method() == Method::GET && !app.settings.static_dirs.is_empty() {
+        return static_file(&app.settings.static_dirs, &path).await;
     }
     (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
@@ -91,14 +92,14 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
 fn negotiate(app: &App, hub_path: &str, query: &str) -> Response {
     let hub = hub_path.trim_start_matches('/').to_ascii_lowercase();
     let n = app.next.fetch_add(1, Ordering::Relaxed);
-    let Some(target) = app
-        .settings
-        .targets
-        .get(n % app.settings.targets.len().max(1))
+    let count = app.settings.targets.len();
+    let Some(target) = (0..count)
+        .map(|i| &app.settings.targets[(n + i) % count])
+        .find(|t| t.instance.as_ref().is_none_or(|i| i.is_healthy()))
     else {
         return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "no SignalR instance configured\n",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no healthy SignalR instance\n",
         )
             .into_response();
     };
@@ -127,7 +128,7 @@ fn negotiate(app: &App, hub_path: &str, query: &str) -> Response {
         .into_response()
 }
 
-async fn static_file(dir: &std::path::Path, path: &str) -> Response {
+async fn static_file(dirs: &[std::path::PathBuf], path: &str) -> Response {
     let rel = if path == "/" {
         "index.html"
     } else {
@@ -140,10 +141,13 @@ async fn static_file(dir: &std::path::Path, path: &str) -> Response {
         Some("html") => "text/html; charset=utf-8",
         Some("js") => "application/javascript",
         Some("css") => "text/css",
+        Some("map") => "application/json",
         _ => "application/octet-stream",
     };
-    match tokio::fs::read(dir.join(rel)).await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, ctype)], bytes).into_response(),
-        Err(_) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    for dir in dirs {
+        if let Ok(bytes) = tokio::fs::read(dir.join(rel)).await {
+            return ([(header::CONTENT_TYPE, ctype)], bytes).into_response();
+        }
     }
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
 }

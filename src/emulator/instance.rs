@@ -26,6 +26,10 @@ use crate::affinity::{access_token, decode, query_param, REQUEST_ID_PARAM};
 
 /// How often the server pings on WebSocket and SSE (the client gives up after 30 s of silence).
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// ASP.NET Core's default `MaximumReceiveMessageSize`.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 32 * 1024;
+/// ASP.NET Core's default `HandshakeTimeout`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a long poll is held without data.
 pub const POLL_HOLD: Duration = Duration::from_secs(90);
 
@@ -42,6 +46,8 @@ pub struct InstanceSettings {
     pub check_audience: bool,
     /// Time allowed between negotiate and connect.
     pub connect_window: Duration,
+    /// Largest hub message accepted; a bigger one closes the connection with an error.
+    pub max_message_size: usize,
 }
 
 /// One client connection known to the instance.
@@ -51,6 +57,8 @@ pub struct Conn {
     connected: AtomicBool,
     closed: AtomicBool,
     handshaken: AtomicBool,
+    /// Bytes of a record not yet terminated: records may span frames and POSTs.
+    pending: Mutex<String>,
     /// Handshake answered: broadcasts may be sent (never before the handshake response).
     ready: AtomicBool,
     transport: Mutex<Option<&'static str>>,
@@ -95,6 +103,11 @@ impl Instance {
         self.healthy.store(healthy, Ordering::Relaxed);
     }
 
+    /// Whether the health endpoints answer 200.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
     /// Number of negotiate requests answered.
     pub fn negotiations(&self) -> u64 {
         self.negotiations.load(Ordering::Relaxed)
@@ -120,6 +133,7 @@ impl Instance {
             connected: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             handshaken: AtomicBool::new(false),
+            pending: Mutex::new(String::new()),
             ready: AtomicBool::new(false),
             transport: Mutex::new(None),
             tx,
@@ -138,7 +152,22 @@ impl Instance {
 
     /// Runs the client records in `text` on `conn`; returns true when the connection closes.
     fn process(&self, conn: &Conn, text: &str) -> bool {
-        for msg in text.split(RS).filter(|m| !m.trim().is_empty()) {
+        let records = {
+            let mut pending = conn.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.push_str(text);
+            let complete = pending.rfind(RS).map_or(0, |i| i + RS.len_utf8());
+            let records: String = pending.drain(..complete).collect();
+            let max = self.settings.max_message_size;
+            // Like ASP.NET Core, an unterminated record counts against the limit too.
+            if pending.len() > max || records.split(RS).any(|r| r.len() > max) {
+                let _ = conn.tx.send(hub::close_record(&format!(
+                    "Connection closed with an error. InvalidDataException: The maximum message size of {max}B was exceeded. The message size can be configured in AddHubOptions."
+                )));
+                return true;
+            }
+            records
+        };
+        for msg in records.split(RS).filter(|m| !m.is_empty()) {
             if !conn.handshaken.swap(true, Ordering::Relaxed) {
                 match hub::handshake(msg) {
                     Ok(reply) => {
@@ -187,6 +216,8 @@ impl Instance {
                     "transport": *c.transport.lock().unwrap_or_else(|p| p.into_inner()),
                     "connected": c.connected.load(Ordering::Relaxed),
                     "requestId": who.request_id_at_negotiate,
+                    // Long polls registered so far, so tests can wait for one to be pending.
+                    "pollGeneration": *c.poll_gen.borrow(),
                 })
             })
             .collect()
@@ -232,7 +263,7 @@ async fn host_check(State(inst): State<Arc<Instance>>, req: Request, next: Next)
 }
 
 async fn health(State(inst): State<Arc<Instance>>) -> StatusCode {
-    if inst.healthy.load(Ordering::Relaxed) {
+    if inst.is_healthy() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -502,8 +533,12 @@ async fn websocket(inst: Arc<Instance>, token: String, conn: Arc<Conn>, mut sock
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     let mut closing = false;
+    let handshake_deadline = tokio::time::sleep(HANDSHAKE_TIMEOUT);
+    tokio::pin!(handshake_deadline);
     loop {
         tokio::select! {
+            // ASP.NET Core drops a connection that has not completed its handshake in time.
+            _ = &mut handshake_deadline, if !conn.ready.load(Ordering::Acquire) => break,
             msg = socket.next() => match msg {
                 Some(Ok(Message::Text(t))) => closing = inst.process(&conn, t.as_str()),
                 Some(Ok(Message::Binary(b))) => closing = inst.process(&conn, &String::from_utf8_lossy(&b)),

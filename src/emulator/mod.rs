@@ -50,6 +50,9 @@ pub struct InstanceConfig {
     /// Negotiate-to-connect window.
     #[serde(default = "five_seconds", with = "humantime_serde")]
     pub connect_window: Duration,
+    /// Largest hub message accepted, in bytes (ASP.NET Core's default, 32 KiB).
+    #[serde(default = "max_message_size")]
+    pub max_message_size: usize,
 }
 
 /// PEM certificate chain and key.
@@ -78,12 +81,17 @@ pub struct AppConfig {
     pub omit_request_id: bool,
     /// Sign tokens for this audience host instead of the picked instance's.
     pub audience_host: Option<String>,
-    /// Directory of static files (the demo page).
-    pub static_dir: Option<PathBuf>,
+    /// Directories of static files (the demo page), searched in order.
+    #[serde(default)]
+    pub static_dirs: Vec<PathBuf>,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn max_message_size() -> usize {
+    instance::DEFAULT_MAX_MESSAGE_SIZE
 }
 
 fn five_seconds() -> Duration {
@@ -134,6 +142,7 @@ impl Emulator {
                 access_key: ic.access_key.clone(),
                 check_audience: ic.check_audience,
                 connect_window: ic.connect_window,
+                max_message_size: ic.max_message_size,
             });
             let listener = TcpListener::bind(ic.listen)
                 .await
@@ -148,7 +157,7 @@ impl Emulator {
         }
         for ac in &config.apps {
             let mut targets = Vec::new();
-            for ic in &config.instances {
+            for (ic, running) in config.instances.iter().zip(&em.instances) {
                 let name = ic.name.clone().unwrap_or_else(|| ic.host.clone());
                 if ac.instances.is_empty()
                     || ac.instances.iter().any(|n| *n == name || *n == ic.host)
@@ -157,6 +166,7 @@ impl Emulator {
                     targets.push(Target {
                         host,
                         access_key: ic.access_key.clone(),
+                        instance: Some(running.state.clone()),
                     });
                 }
             }
@@ -170,7 +180,7 @@ impl Emulator {
                 client_endpoint: ac.client_endpoint.clone(),
                 targets,
                 omit_request_id: ac.omit_request_id,
-                static_dir: ac.static_dir.clone(),
+                static_dirs: ac.static_dirs.clone(),
             });
             let listener = TcpListener::bind(ac.listen)
                 .await

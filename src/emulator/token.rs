@@ -91,4 +91,26 @@ mod tests {
         assert!(verify(&t, "k1", None).is_ok(), "aud check off");
         assert!(verify("garbage", "k1", None).is_err());
     }
+
+    fn encode_with(alg: Algorithm, exp: u64) -> String {
+        let claims = Claims {
+            aud: audience("a.example", "chat"),
+            exp,
+            iat: 0,
+            nbf: 0,
+            nameid: None,
+        };
+        encode(&Header::new(alg), &claims, &EncodingKey::from_secret(b"k1")).unwrap()
+    }
+
+    #[test]
+    fn hs512_is_accepted_and_expiry_is_enforced() {
+        let aud = audience("a.example", "chat");
+        assert!(verify(&encode_with(Algorithm::HS512, now() + 60), "k1", Some(&aud)).is_ok());
+        let expired = encode_with(Algorithm::HS256, now() - 60);
+        assert!(verify(&expired, "k1", Some(&aud))
+            .unwrap_err()
+            .contains("Expired"));
+        assert!(verify(&encode_with(Algorithm::HS384, now() + 60), "k1", None).is_err());
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -64,18 +64,32 @@ impl Edge {
         );
         let file = dir.0.join("edge.yaml");
         std::fs::write(&file, conf).unwrap();
+        let mut edge = Edge::spawn(&["-c".as_ref(), file.as_os_str()], port, dir);
+        edge.wait_ready();
+        edge
+    }
+
+    /// Starts `signalr-edge demo` on `port`; callers wait for readiness themselves (the demo
+    /// probes its port before the edge listens on it).
+    pub fn demo(port: u16) -> Edge {
+        let port_arg = port.to_string();
+        Edge::spawn(
+            &["demo".as_ref(), "--port".as_ref(), port_arg.as_ref()],
+            port,
+            TempDir::new("demo"),
+        )
+    }
+
+    fn spawn(args: &[&std::ffi::OsStr], port: u16, dir: TempDir) -> Edge {
         let log = std::fs::File::create(dir.0.join("edge.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_signalr-edge"))
-            .arg("-c")
-            .arg(&file)
+            .args(args)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut edge = Edge { child, port, dir };
-        edge.wait_ready();
-        edge
+        Edge { child, port, dir }
     }
 
     fn wait_ready(&mut self) {
@@ -118,6 +132,7 @@ pub fn instance(name: &str, key: &str, check_audience: bool) -> InstanceConfig {
         tls: None,
         check_audience,
         connect_window: Duration::from_secs(5),
+        max_message_size: 32 * 1024,
     }
 }
 
