@@ -218,7 +218,7 @@ fn chromium() -> Option<&'static str> {
 async fn demo_page_chats_through_the_edge_in_headless_chromium() {
     let Some(browser) = chromium() else { return };
     let port = free_port();
-    let demo = Edge::demo(port);
+    let mut demo = Edge::demo(port);
     // Ready when the page and the official client script both load through the edge.
     let client = http();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -243,4 +243,6 @@ async fn demo_page_chats_through_the_edge_in_headless_chromium() {
     let args = vec!["browser.mjs".into(), demo.url("/"), browser.to_string()];
     let stdout = node(&demo, args).await;
     assert_eq!(stdout.matches("\"ok\":true").count(), 3, "{stdout}");
+    // Ctrl-C stops the demo cleanly.
+    assert!(demo.interrupt().success(), "{}", demo.log());
 }
