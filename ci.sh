@@ -6,10 +6,13 @@ cd "$(dirname "$0")"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# cmake: Pingora builds zlib-ng with it. chromium: the demo page's browser test.
+# cmake: Pingora builds zlib-ng with it. chromium: the demo page's browser test. nginx and
+# haproxy: the load harness's smoke pass runs its peer configs.
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/sbin/nginx ] || need+=(nginx)
+[ -x /usr/sbin/haproxy ] || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   as_root apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1 \

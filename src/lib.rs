@@ -10,5 +10,6 @@ pub mod proxy;
 pub mod ring;
 pub mod routing;
 pub mod runtime;
+pub mod selection;
 pub mod server;
 pub mod upstream;

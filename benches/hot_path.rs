@@ -1,0 +1,151 @@
+//! Criterion micro-benchmarks of the per-request hot path: affinity key extraction, instance
+//! choice on the ring, route lookup, and the whole selection on a parsed request.
+//! Run with `cargo bench --bench hot_path`.
+
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::Method;
+use pingora_http::RequestHeader;
+use signalr_edge::affinity::{token_audience_host, AffinityInput};
+use signalr_edge::emulator::token;
+use signalr_edge::ring::Ring;
+use signalr_edge::runtime::Runtime;
+use signalr_edge::selection::{select, Selection};
+
+const HOSTS: [&str; 3] = [
+    "a.service.signalr.net",
+    "b.service.signalr.net",
+    "c.service.signalr.net",
+];
+
+fn runtime() -> Runtime {
+    let mut yaml = String::from(
+        "listeners: [{ address: \"127.0.0.1:0\" }]\npools:\n  signalr:\n    kind: signalr\n    endpoints:\n",
+    );
+    for (i, h) in HOSTS.iter().enumerate() {
+        yaml += &format!(
+            "      - {{ url: \"https://{h}\", address: \"127.0.0.1:{}\" }}\n",
+            7001 + i
+        );
+    }
+    yaml += "  app:\n    kind: app\n    endpoints: [{ url: \"http://127.0.0.1:7000\" }]\n\
+             routes:\n  - { path: /client/, pool: signalr }\n  - { path: /api/, pool: app }\n\
+             \x20 - { path: /, pool: app }\n";
+    let cfg = signalr_edge::config::parse_str(&yaml).expect("bench config");
+    Runtime::compile(&cfg, Path::new("<bench>"), None).expect("bench runtime")
+}
+
+/// A token the way the SDK signs it: HS256, audience of instance b, an hour's lifetime.
+fn jwt() -> String {
+    token::sign(
+        "an-access-key-of-the-usual-length-0123456789abcdef",
+        &token::audience(HOSTS[1], "chat"),
+        Some("user-1"),
+        Duration::from_secs(3600),
+    )
+}
+
+const QUERY: &str = "hub=chat&asrs.op=%2Fchat&negotiateVersion=1&asrs_request_id=ed8NhkhwAAA%3D";
+
+fn affinity(c: &mut Criterion) {
+    let jwt = jwt();
+    let auth = format!("Bearer {jwt}");
+    let query_token = format!("{QUERY}&id=05265228-aa&access_token={jwt}");
+    let ip: Option<IpAddr> = Some("192.0.2.7".parse().unwrap());
+    let mut g = c.benchmark_group("affinity");
+    g.bench_function("header_token", |b| {
+        b.iter(|| AffinityInput::new(black_box(Some(QUERY)), black_box(Some(auth.as_bytes())), ip))
+    });
+    g.bench_function("query_token", |b| {
+        b.iter(|| AffinityInput::new(black_box(Some(&query_token)), None, ip))
+    });
+    g.bench_function("request_id_only", |b| {
+        b.iter(|| AffinityInput::new(black_box(Some(QUERY)), None, ip))
+    });
+    g.bench_function("audience_host", |b| {
+        b.iter(|| token_audience_host(black_box(&jwt)))
+    });
+    g.finish();
+}
+
+fn ring(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ring");
+    for n in [3usize, 10] {
+        let names: Vec<String> = (0..n)
+            .map(|i| format!("instance-{i}.service.signalr.net"))
+            .collect();
+        let ring = Ring::new(&names);
+        g.bench_function(format!("pick_of_{n}"), |b| {
+            b.iter(|| ring.pick(black_box(b"ed8NhkhwAAA="), |_| true))
+        });
+    }
+    g.finish();
+}
+
+fn routes(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("routes");
+    g.bench_function("find_client", |b| {
+        b.iter(|| {
+            rt.routes.find(
+                black_box(Some("edge.example.com")),
+                black_box("/client/negotiate"),
+                &Method::POST,
+            )
+        })
+    });
+    g.bench_function("find_fallback", |b| {
+        b.iter(|| {
+            rt.routes.find(
+                black_box(Some("edge.example.com")),
+                black_box("/index.html"),
+                &Method::GET,
+            )
+        })
+    });
+    g.finish();
+}
+
+fn request(uri: &str, auth: Option<&str>) -> RequestHeader {
+    let mut r = RequestHeader::build("POST", uri.as_bytes(), None).expect("request");
+    r.insert_header("host", "edge.example.com").expect("host");
+    if let Some(a) = auth {
+        r.insert_header("authorization", a).expect("auth");
+    }
+    r
+}
+
+fn selection(c: &mut Criterion) {
+    let rt = runtime();
+    let jwt = jwt();
+    let auth = format!("Bearer {jwt}");
+    let peer: Option<IpAddr> = Some("192.0.2.7".parse().unwrap());
+    let negotiate = request(&format!("/client/negotiate?{QUERY}"), Some(&auth));
+    let sse = request(
+        &format!("/client/?{QUERY}&id=05265228-aa&access_token={jwt}"),
+        None,
+    );
+    let no_token = request(&format!("/client/negotiate?{QUERY}"), None);
+    let mut g = c.benchmark_group("select");
+    for (name, req) in [
+        ("negotiate_header_token", &negotiate),
+        ("sse_query_token", &sse),
+        ("request_id_only", &no_token),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut sel = Selection::default();
+                let r = select(&rt, black_box(req), peer, &mut sel);
+                black_box((r, sel))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, affinity, ring, routes, selection);
+criterion_main!(benches);

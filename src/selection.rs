@@ -1,0 +1,157 @@
+//! The per-request decision, free of Pingora's session: route, pool, endpoint and the rule that
+//! chose it, from the request header and the peer address. The proxy calls it once per request.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::header::{AUTHORIZATION, HOST};
+use pingora_http::RequestHeader;
+
+use crate::affinity::AffinityInput;
+use crate::forwarded;
+use crate::runtime::Runtime;
+use crate::upstream::{Choice, Endpoint, Pool};
+
+/// What the edge answers itself, when it does not proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalAnswer {
+    /// No route matches: 404.
+    NoRoute,
+    /// The route's pool has no healthy endpoint: 503.
+    NoHealthyEndpoint,
+}
+
+/// Who the client is, from the peer address and trusted forwarding headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Client {
+    /// The TCP peer.
+    pub peer_ip: Option<IpAddr>,
+    /// Whether the peer is a trusted proxy.
+    pub peer_trusted: bool,
+    /// The client address after trusted-proxy processing.
+    pub client_ip: Option<IpAddr>,
+}
+
+/// The outcome of routing and instance choice.
+#[derive(Debug, Default)]
+pub struct Selection {
+    /// Who the client is.
+    pub client: Client,
+    /// Index of the matched route.
+    pub route: Option<usize>,
+    /// The route's pool (also set when no endpoint is healthy, to name it in the 503).
+    pub pool: Option<Arc<Pool>>,
+    /// The chosen endpoint.
+    pub endpoint: Option<Arc<Endpoint>>,
+    /// The rule that chose it.
+    pub choice: Option<Choice>,
+}
+
+impl Client {
+    /// Resolves the client address of a request from `peer_ip`.
+    pub fn of(runtime: &Runtime, req: &RequestHeader, peer_ip: Option<IpAddr>) -> Client {
+        let Some(peer) = peer_ip else {
+            return Client::default();
+        };
+        let xff = req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        Client {
+            peer_ip,
+            peer_trusted: forwarded::is_trusted(peer, &runtime.trusted_proxies),
+            client_ip: Some(forwarded::client_ip(peer, xff, &runtime.trusted_proxies)),
+        }
+    }
+}
+
+/// Routes `req` and picks its endpoint; `sel` keeps what was decided even on a local answer.
+pub fn select(
+    runtime: &Runtime,
+    req: &RequestHeader,
+    peer_ip: Option<IpAddr>,
+    sel: &mut Selection,
+) -> Result<(), LocalAnswer> {
+    sel.client = Client::of(runtime, req, peer_ip);
+    let host = req
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host());
+    let route = runtime
+        .routes
+        .find(host, req.uri.path(), &req.method)
+        .ok_or(LocalAnswer::NoRoute)?;
+    sel.route = Some(route.index);
+    let pool = runtime.pools.get(route.pool).ok_or(LocalAnswer::NoRoute)?;
+    let input = AffinityInput::new(
+        req.uri.query(),
+        req.headers.get(AUTHORIZATION).map(|v| v.as_bytes()),
+        sel.client.client_ip,
+    );
+    let chosen = pool.choose(&input);
+    sel.pool = Some(pool.clone());
+    let (i, choice) = chosen.ok_or(LocalAnswer::NoHealthyEndpoint)?;
+    sel.endpoint = Some(pool.endpoints[i].clone());
+    sel.choice = Some(choice);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use std::path::Path;
+
+    fn runtime() -> Runtime {
+        let cfg = config::parse_str(
+            "listeners: [{ address: \"127.0.0.1:0\" }]\n\
+             trusted_proxies: [10.0.0.0/8]\n\
+             pools:\n  signalr:\n    kind: signalr\n    endpoints:\n\
+             \x20     - { url: \"http://a.service.signalr.net\", address: \"127.0.0.1:1\" }\n\
+             \x20     - { url: \"http://b.service.signalr.net\", address: \"127.0.0.1:2\" }\n\
+             \x20 app:\n    kind: app\n    endpoints: [{ url: \"http://127.0.0.1:3\" }]\n\
+             routes:\n  - { path: /client/, pool: signalr }\n  - { path: /app/, pool: app }\n",
+        )
+        .unwrap();
+        Runtime::compile(&cfg, Path::new("t.yaml"), None).unwrap()
+    }
+
+    fn req(uri: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", uri.as_bytes(), None).unwrap();
+        for (k, v) in headers {
+            r.insert_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn routes_chooses_and_resolves_the_client() {
+        let rt = runtime();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let mut sel = Selection::default();
+        let r = req(
+            "/client/negotiate?hub=chat&asrs_request_id=abc",
+            &[("host", "edge"), ("x-forwarded-for", "192.0.2.7")],
+        );
+        select(&rt, &r, ip("10.1.2.3"), &mut sel).unwrap();
+        assert_eq!(sel.route, Some(0));
+        assert_eq!(sel.choice, Some(Choice::RequestId));
+        assert!(sel.client.peer_trusted);
+        assert_eq!(sel.client.client_ip, ip("192.0.2.7"));
+        let first = sel.endpoint.as_ref().unwrap().name.clone();
+        // The same request id picks the same endpoint, from any client.
+        let mut again = Selection::default();
+        select(&rt, &r, ip("198.51.100.1"), &mut again).unwrap();
+        assert_eq!(again.endpoint.unwrap().name, first);
+        assert_eq!(again.client.client_ip, ip("198.51.100.1"));
+        // No route: 404, and the client is still known for the access log.
+        let mut miss = Selection::default();
+        let r = req("/nowhere", &[]);
+        assert_eq!(
+            select(&rt, &r, ip("10.0.0.1"), &mut miss),
+            Err(LocalAnswer::NoRoute)
+        );
+        assert!(miss.client.client_ip.is_some() && miss.route.is_none());
+    }
+}
