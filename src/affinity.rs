@@ -18,10 +18,28 @@ pub const ACCESS_TOKEN_PARAM: &str = "access_token";
 
 /// The first value of query parameter `name`, still percent-encoded.
 pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then_some(v)
-    })
+    // Byte scanning: this runs on every request, and `split`/`split_once` cost several times more.
+    let (bytes, key) = (query.as_bytes(), name.as_bytes());
+    let mut start = 0;
+    loop {
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == b'&')
+            .map_or(bytes.len(), |i| start + i);
+        let pair = &bytes[start..end];
+        if pair.starts_with(key) {
+            match pair.get(key.len()) {
+                None => return Some(""),
+                // Slicing next to an ASCII '=' or '&' always lands on a char boundary.
+                Some(b'=') => return Some(&query[start + key.len() + 1..end]),
+                Some(_) => {}
+            }
+        }
+        if end >= bytes.len() {
+            return None;
+        }
+        start = end + 1;
+    }
 }
 
 /// Percent-decodes a query value (`+` stays `+`: the SDK encodes with `%2B`).
@@ -72,15 +90,74 @@ enum Audience<'a> {
 
 /// The lower-cased host of the token's (first) `aud` URL, such as `a.service.signalr.net`.
 pub fn token_audience_host(token: &str) -> Option<String> {
+    with_audience_host(token, str::to_ascii_lowercase)
+}
+
+/// Calls `f` with the host of the token's (first) `aud` URL, as written (compare it ignoring
+/// ASCII case). Allocation-free for tokens up to 1 KiB: it runs on every SignalR request.
+pub fn with_audience_host<R>(token: &str, f: impl FnOnce(&str) -> R) -> Option<R> {
     token_signature(token)?;
-    let payload = token.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    let payload = token.split('.').nth(1)?.trim_end_matches('=');
+    let mut stack = [0u8; 1024];
+    let mut heap = Vec::new();
+    let buf: &mut [u8] = if base64::decoded_len_estimate(payload.len()) <= stack.len() {
+        &mut stack
+    } else {
+        heap.resize(base64::decoded_len_estimate(payload.len()), 0);
+        &mut heap
+    };
+    let n = URL_SAFE_NO_PAD.decode_slice(payload, buf).ok()?;
+    let json = &buf[..n];
+    if let Some(aud) = plain_audience(json) {
+        return url_host(aud).map(f);
+    }
+    let claims: Claims = serde_json::from_slice(json).ok()?;
     let aud = match claims.aud? {
         Audience::One(a) => a,
         Audience::Many(v) => v.into_iter().next()?,
     };
-    url_host(&aud).map(|h| h.to_ascii_lowercase())
+    url_host(&aud).map(f)
+}
+
+/// The `aud` value of a JSON object when it is a plain string at the top level (the SDK's
+/// shape); `None` sends the caller to the full JSON parser (arrays, escapes, anything odd).
+fn plain_audience(json: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = b"\"aud\"";
+    let at = json.windows(KEY.len()).position(|w| w == KEY)?;
+    let skip_ws = |mut i: usize| {
+        while json.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    // Only a key of the top-level object: outside strings, at depth 1, after `{` or `,`.
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in &json[..at] {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'{' | b'[') => depth += 1,
+            (false, _, b'}' | b']') => depth = depth.saturating_sub(1),
+            (false, _, _) => {}
+        }
+    }
+    let before = json[..at].iter().rev().find(|b| !b.is_ascii_whitespace());
+    if in_string || depth != 1 || !matches!(before, Some(b'{' | b',')) {
+        return None;
+    }
+    let colon = skip_ws(at + KEY.len());
+    let quote = skip_ws((json.get(colon) == Some(&b':')).then_some(colon + 1)?);
+    let value = json
+        .get(quote + 1..)
+        .filter(|_| json.get(quote) == Some(&b'"'))?;
+    let end = value.iter().position(|&b| b == b'"' || b == b'\\')?;
+    if value[end] == b'\\' {
+        return None;
+    }
+    std::str::from_utf8(&value[..end]).ok()
 }
 
 /// The host of an absolute `scheme://host[:port]/...` URL.
@@ -215,6 +292,34 @@ mod tests {
         assert_eq!(token_audience_host(&t).as_deref(), Some("::1"));
         let t = jwt(r#"{"aud":"https://user@h.example/x"}"#);
         assert_eq!(token_audience_host(&t).as_deref(), Some("h.example"));
+        // Shapes the fast path leaves to the JSON parser, with the same answers.
+        let t = jwt(r#"{ "sub" : "x", "aud" : "https:\/\/E.example\/client\/" }"#);
+        assert_eq!(token_audience_host(&t).as_deref(), Some("e.example"));
+        let t =
+            jwt(r#"{"nested":{"aud":"https://wrong.example/"},"aud":"https://right.example/"}"#);
+        assert_eq!(token_audience_host(&t).as_deref(), Some("right.example"));
+        let long = format!(
+            r#"{{"pad":"{}","aud":"https://long.example/"}}"#,
+            "p".repeat(2000)
+        );
+        assert_eq!(
+            token_audience_host(&jwt(&long)).as_deref(),
+            Some("long.example")
+        );
+    }
+
+    #[test]
+    fn plain_audience_fast_path() {
+        assert_eq!(
+            plain_audience(br#"{"aud":"https://a/","exp":1}"#),
+            Some("https://a/")
+        );
+        assert_eq!(plain_audience(br#"{"exp":1, "aud" : "x"}"#), Some("x"));
+        assert_eq!(plain_audience(br#"{"aud":["x"]}"#), None);
+        assert_eq!(plain_audience(br#"{"aud":"a\/b"}"#), None);
+        assert_eq!(plain_audience(br#"{"n":{"aud":"x"}}"#), None);
+        assert_eq!(plain_audience(br#"{"n":"\"aud\":\"x\""}"#), None);
+        assert_eq!(plain_audience(br#"{"aud":"unterminated"#), None);
     }
 
     #[test]

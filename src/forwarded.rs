@@ -36,8 +36,29 @@ pub fn client_ip(peer: IpAddr, xff: Option<&str>, trusted: &[IpNet]) -> IpAddr {
 pub fn forwarded_for(peer: IpAddr, existing: Option<&str>, peer_trusted: bool) -> String {
     match existing {
         Some(x) if peer_trusted && !x.trim().is_empty() => format!("{}, {peer}", x.trim()),
-        _ => peer.to_string(),
+        _ => ip_string(peer),
     }
+}
+
+/// `ip.to_string()`, without the formatting machinery for IPv4 (once per proxied request).
+fn ip_string(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut s = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if octet >= 100 {
+            s.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            s.push(char::from(b'0' + octet / 10 % 10));
+        }
+        s.push(char::from(b'0' + octet % 10));
+    }
+    s
 }
 
 #[cfg(test)]
@@ -46,6 +67,21 @@ mod tests {
 
     fn nets(s: &[&str]) -> Vec<IpNet> {
         s.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn ipv4_strings_match_display() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "127.0.0.1",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_string(ip), ip.to_string());
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use log::info;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -57,18 +59,21 @@ pub fn build(config: &Config, runtime: Runtime, flags: &RunFlags) -> Result<Serv
         "signalr-edge",
     );
     for (i, l) in config.listeners.iter().enumerate() {
-        match &l.tls {
-            None => proxy.add_tcp(&l.address),
-            Some(tls) => {
-                let (cert, key) = (
-                    tls.cert.display().to_string(),
-                    tls.key.display().to_string(),
-                );
-                proxy
-                    .add_tls(&l.address, &cert, &key)
-                    .map_err(|e| format!("listeners[{i}].tls: {e}"))?;
-            }
+        let mut listener = ListenerConfig::tcp(l.address.as_str());
+        if let Some(tls) = &l.tls {
+            let (cert, key) = (
+                tls.cert.display().to_string(),
+                tls.key.display().to_string(),
+            );
+            let settings = TlsSettings::intermediate(&cert, &key)
+                .map_err(|e| format!("listeners[{i}].tls: {e}"))?;
+            listener = listener.tls(settings);
         }
+        let read = l.read_buffer.or(l.tls.is_none().then_some(0));
+        if let Some(read) = read {
+            listener = listener.l4_buffer(L4BufferSettings::default().read(read));
+        }
+        proxy.add_listener(listener);
         info!(
             "listening on {}{}",
             l.address,

@@ -76,6 +76,10 @@ pub struct Listener {
     pub address: String,
     /// Serve TLS with this certificate and key.
     pub tls: Option<ListenerTls>,
+    /// User-space read buffer per connection in bytes. Default: none on plain TCP, where the
+    /// HTTP layer reads straight from the socket (saving a copy and 64 KiB per connection), and
+    /// Pingora's 64 KiB on TLS, which reads in 16 KiB records.
+    pub read_buffer: Option<usize>,
 }
 
 /// Certificate and key for a TLS listener.

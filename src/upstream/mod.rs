@@ -13,7 +13,7 @@ use http::HeaderValue;
 use pingora_core::protocols::tls::CaType;
 use pingora_core::upstreams::peer::HttpPeer;
 
-use crate::affinity::{ip_key, token_audience_host, token_signature, AffinityInput};
+use crate::affinity::{ip_key, token_signature, with_audience_host, AffinityInput};
 use crate::config::{self, AffinityRule, EndpointSpec, HostHeader, PathError, PoolKind};
 use crate::ring::Ring;
 use health::{Health, ProbeTarget, Prober};
@@ -176,8 +176,14 @@ impl Pool {
                 AffinityRule::Audience => input
                     .token
                     .as_deref()
-                    .and_then(token_audience_host)
-                    .and_then(|host| self.endpoints.iter().position(|e| e.host == host))
+                    .and_then(|t| {
+                        with_audience_host(t, |host| {
+                            self.endpoints
+                                .iter()
+                                .position(|e| e.host.eq_ignore_ascii_case(host))
+                        })
+                    })
+                    .flatten()
                     .filter(|&i| healthy(i))
                     .map(|i| (i, Choice::Audience)),
                 AffinityRule::RequestId => input
