@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod emulator;
 pub mod forwarded;
+pub mod listener_tls;
 pub mod proxy;
 pub mod ring;
 pub mod routing;

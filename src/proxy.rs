@@ -227,7 +227,11 @@ fn select(
     let chosen = pool.choose(&input);
     ctx.pool = Some(pool.clone());
     let (i, choice) = chosen.ok_or(LocalAnswer::NoHealthyEndpoint)?;
-    ctx.endpoint = Some(pool.endpoints[i].clone());
+    ctx.endpoint = Some(
+        pool.endpoint(i)
+            .ok_or(LocalAnswer::NoHealthyEndpoint)?
+            .clone(),
+    );
     ctx.choice = Some(choice);
     Ok(())
 }
