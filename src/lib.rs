@@ -8,6 +8,7 @@ pub mod emulator;
 pub mod forwarded;
 pub mod listener_tls;
 pub mod proxy;
+pub mod reload;
 pub mod ring;
 pub mod routing;
 pub mod runtime;
