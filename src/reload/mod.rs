@@ -100,6 +100,11 @@ impl Reloader {
         &self.file
     }
 
+    /// The generation serving new requests.
+    pub fn generation(&self) -> u64 {
+        self.state.load().generation
+    }
+
     /// Successful and failed reloads so far.
     pub fn counts(&self) -> (u64, u64) {
         (
