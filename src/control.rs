@@ -20,12 +20,18 @@ use crate::{admin, signals};
 pub struct ControlService {
     ops: Arc<Ops>,
     admin: Option<String>,
+    listeners: Vec<String>,
 }
 
 impl ControlService {
-    /// The service; `admin` is the normalized `ip:port` of the admin listener, if any.
-    pub fn new(ops: Arc<Ops>, admin: Option<String>) -> Self {
-        ControlService { ops, admin }
+    /// The service; `admin` is the normalized `ip:port` of the admin listener, if any, and
+    /// `listeners` the proxy's listening addresses as given to Pingora.
+    pub fn new(ops: Arc<Ops>, admin: Option<String>, listeners: Vec<String>) -> Self {
+        ControlService {
+            ops,
+            admin,
+            listeners,
+        }
     }
 }
 
@@ -51,8 +57,12 @@ impl ServiceWithDependents for ControlService {
                 }
             },
         };
-        self.ops.mark_started();
         ready.notify_ready();
+        tokio::spawn(ready_when_listening(
+            self.ops.clone(),
+            fds.clone(),
+            self.listeners.clone(),
+        ));
         if let Some(listener) = admin {
             let stop = handed_over(self.ops.clone(), shutdown.clone());
             tokio::spawn(admin::serve(listener, self.ops.clone(), stop));
@@ -73,6 +83,17 @@ impl ServiceWithDependents for ControlService {
         // Claims the inherited admin socket, so Pingora does not close it as unclaimed.
         Some(self.admin.iter().cloned().collect())
     }
+}
+
+/// Marks the process ready once the proxy holds all its listening sockets (inherited, or bound
+/// by the proxy service, which starts after this one): from then on no connect is refused.
+async fn ready_when_listening(ops: Arc<Ops>, fds: Option<ListenFds>, listeners: Vec<String>) {
+    if let Some(fds) = fds {
+        while !listeners.iter().all(|l| fds.lock().get(l).is_some()) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    ops.mark_started();
 }
 
 /// The admin socket: inherited from the old process, or bound and put in Pingora's table so the

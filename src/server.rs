@@ -139,7 +139,8 @@ pub fn build(
                 .map_err(|_| format!("admin.listen: {:?} is not an ip:port address", a.listen))
         })
         .transpose()?;
-    let control = server.add_service(ControlService::new(ops.clone(), admin));
+    let addresses = config.listeners.iter().map(|l| l.address.clone()).collect();
+    let control = server.add_service(ControlService::new(ops.clone(), admin, addresses));
     let proxy = server.add_service(service);
     proxy.add_dependency(&control);
     server.add_service(background_service(
