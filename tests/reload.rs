@@ -1,0 +1,645 @@
+//! Zero-downtime operations under load: live reloads (good and broken files), binary upgrades
+//! with the listener hand-off, and the drain. Everything runs on 127.0.0.1, bounded in time.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::clients::{self, Client, Error, Target, Transport};
+use common::*;
+use tokio::sync::{watch, RwLock};
+
+const WS_SESSIONS: usize = 200;
+const SSE_SESSIONS: usize = 10;
+const LP_SESSIONS: usize = 10;
+const SESSIONS: usize = WS_SESSIONS + SSE_SESSIONS + LP_SESSIONS;
+/// Time between two echoes of one session.
+const PERIOD: Duration = Duration::from_millis(500);
+/// The drain deadline of the processes that hold their connections to the end.
+const DEADLINE: u64 = 3;
+
+/// An emulated instance the "app server" may sign tokens for.
+#[derive(Clone)]
+struct Inst {
+    name: String,
+    key: String,
+}
+
+impl Inst {
+    fn token(&self) -> String {
+        token(
+            &self.key,
+            &format!("{}.service.signalr.net", self.name),
+            "chat",
+        )
+    }
+}
+
+/// A connection that the server side ended.
+#[derive(Debug, Clone)]
+struct Dropped {
+    session: usize,
+    at: Instant,
+    last_echo: Instant,
+    error: String,
+}
+
+#[derive(Default)]
+struct Stats {
+    echoes: AtomicU64,
+    negotiates: AtomicU64,
+    connects: AtomicU64,
+    connected: AtomicUsize,
+    failures: Mutex<Vec<String>>,
+    drops: Mutex<Vec<Dropped>>,
+    last_echo: Mutex<HashMap<usize, Instant>>,
+    instance: Mutex<HashMap<usize, String>>,
+}
+
+impl Stats {
+    fn fail(&self, what: String) {
+        self.failures.lock().unwrap().push(what);
+    }
+
+    fn failures(&self) -> Vec<String> {
+        self.failures.lock().unwrap().clone()
+    }
+
+    fn drops(&self) -> Vec<Dropped> {
+        self.drops.lock().unwrap().clone()
+    }
+
+    /// True when every session has echoed since `t`.
+    fn all_echoed_since(&self, t: Instant) -> bool {
+        let last = self.last_echo.lock().unwrap();
+        last.len() == SESSIONS && last.values().all(|&e| e > t)
+    }
+}
+
+/// The steady load: sessions over the three transports and negotiate loops.
+struct Load {
+    stats: Arc<Stats>,
+    stop: watch::Sender<bool>,
+    rotate: watch::Sender<u64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(base: &str, allowed: &Arc<RwLock<Vec<Inst>>>) -> Load {
+        let stats = Arc::new(Stats::default());
+        let (stop, _) = watch::channel(false);
+        let (rotate, _) = watch::channel(0u64);
+        // No total timeout: SSE responses last as long as their connection.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..SESSIONS {
+            let transport = if i < WS_SESSIONS {
+                Transport::WebSockets
+            } else if i < WS_SESSIONS + SSE_SESSIONS {
+                Transport::ServerSentEvents
+            } else {
+                Transport::LongPolling
+            };
+            tasks.push(tokio::spawn(session(
+                i,
+                transport,
+                base.to_string(),
+                allowed.clone(),
+                stats.clone(),
+                stop.subscribe(),
+                rotate.subscribe(),
+                http.clone(),
+            )));
+        }
+        // One loop reuses keep-alive connections, the other opens one per request.
+        let fresh = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        for (k, client) in [http, fresh].into_iter().enumerate() {
+            tasks.push(tokio::spawn(negotiate_loop(
+                k,
+                base.to_string(),
+                allowed.clone(),
+                stats.clone(),
+                stop.subscribe(),
+                client,
+            )));
+        }
+        Load {
+            stats,
+            stop,
+            rotate,
+            tasks,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+        }
+    }
+}
+
+/// The instance a new connection gets a token for, and its token; holds the app server's lock
+/// while negotiating, so a test that takes the write lock knows no negotiation with the old
+/// instance list is still on its way.
+async fn negotiate_as(
+    http: &reqwest::Client,
+    base: &str,
+    allowed: &RwLock<Vec<Inst>>,
+    pick: usize,
+    request_id: String,
+) -> (Inst, Target, Result<(String, String), Error>) {
+    let list = allowed.read().await;
+    let inst = list[pick % list.len()].clone();
+    let target = Target {
+        base: base.to_string(),
+        token: inst.token(),
+        request_id,
+    };
+    let negotiated = clients::negotiate(http, &target).await;
+    drop(list);
+    (inst, target, negotiated)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    i: usize,
+    transport: Transport,
+    base: String,
+    allowed: Arc<RwLock<Vec<Inst>>>,
+    stats: Arc<Stats>,
+    mut stop: watch::Receiver<bool>,
+    mut rotate: watch::Receiver<u64>,
+    http: reqwest::Client,
+) {
+    let mut n = 0u64;
+    let mut attempt = 0;
+    'connect: while !*stop.borrow() {
+        attempt += 1;
+        let (inst, target, negotiated) =
+            negotiate_as(&http, &base, &allowed, i, format!("s{i}a{attempt}")).await;
+        let opened = match negotiated {
+            Ok((instance, id)) if instance == inst.name => {
+                Client::open(&http, &target, transport, &id).await
+            }
+            Ok((instance, _)) => Err(Error::Failed(format!(
+                "negotiate for {} answered by {instance}",
+                inst.name
+            ))),
+            Err(e) => Err(e),
+        };
+        let mut client = match opened {
+            Ok(c) => c,
+            Err(e) => {
+                stats.fail(format!("session {i} ({transport:?}) connect: {e}"));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        stats.connects.fetch_add(1, Ordering::Relaxed);
+        stats.connected.fetch_add(1, Ordering::Relaxed);
+        stats.instance.lock().unwrap().insert(i, inst.name.clone());
+        rotate.mark_unchanged();
+        let mut last_echo = Instant::now();
+        // Spread the echoes of different sessions over the period.
+        let mut next = tokio::time::Instant::now() + PERIOD.mul_f64((i % 50) as f64 / 50.0);
+        loop {
+            let server_side = async {
+                if client.is_streaming() {
+                    client.next_records().await.map(|_| ())
+                } else {
+                    std::future::pending().await
+                }
+            };
+            let ended = tokio::select! {
+                _ = stop.changed() => Some(None),
+                _ = rotate.changed() => Some(None),
+                r = server_side => r.err().map(Some),
+                _ = tokio::time::sleep_until(next) => None,
+            };
+            match ended {
+                None => {}
+                Some(None) => {
+                    // The test asked: close from the client side and connect again.
+                    stats.connected.fetch_sub(1, Ordering::Relaxed);
+                    client.close().await;
+                    continue 'connect;
+                }
+                Some(Some(e)) => {
+                    stats.connected.fetch_sub(1, Ordering::Relaxed);
+                    record_end(&stats, i, transport, last_echo, e);
+                    continue 'connect;
+                }
+            }
+            if tokio::time::Instant::now() < next {
+                continue; // a ping or other record arrived
+            }
+            next += PERIOD;
+            n += 1;
+            match client.echo(n).await {
+                Ok(()) => {
+                    last_echo = Instant::now();
+                    stats.echoes.fetch_add(1, Ordering::Relaxed);
+                    stats.last_echo.lock().unwrap().insert(i, last_echo);
+                }
+                Err(e) => {
+                    stats.connected.fetch_sub(1, Ordering::Relaxed);
+                    record_end(&stats, i, transport, last_echo, e);
+                    continue 'connect;
+                }
+            }
+        }
+    }
+}
+
+fn record_end(stats: &Stats, i: usize, transport: Transport, last_echo: Instant, e: Error) {
+    match e {
+        Error::Closed(error) => stats.drops.lock().unwrap().push(Dropped {
+            session: i,
+            at: Instant::now(),
+            last_echo,
+            error,
+        }),
+        Error::Failed(e) => stats.fail(format!("session {i} ({transport:?}): {e}")),
+    }
+}
+
+async fn negotiate_loop(
+    k: usize,
+    base: String,
+    allowed: Arc<RwLock<Vec<Inst>>>,
+    stats: Arc<Stats>,
+    stop: watch::Receiver<bool>,
+    http: reqwest::Client,
+) {
+    let mut n = 0;
+    while !*stop.borrow() {
+        n += 1;
+        let (inst, _, negotiated) =
+            negotiate_as(&http, &base, &allowed, n, format!("n{k}x{n}")).await;
+        match negotiated {
+            Ok((instance, _)) if instance == inst.name => {
+                stats.negotiates.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok((instance, _)) => stats.fail(format!(
+                "negotiate loop {k}: token for {} answered by {instance}",
+                inst.name
+            )),
+            Err(e) => stats.fail(format!("negotiate loop {k}: {e}")),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Pools and routes: with instance c and an `/api/` route, or without both.
+fn body(em: &signalr_edge::emulator::Emulator, with_c: bool) -> String {
+    let mut s = String::from("pools:\n  signalr:\n    kind: signalr\n");
+    s += if with_c {
+        "    health_check: { interval: 1s, timeout: 1s }\n"
+    } else {
+        "    health_check: { interval: 2s, timeout: 1s }\n"
+    };
+    s += "    endpoints:\n";
+    for i in &em.instances {
+        let st = &i.state.settings;
+        if st.name == "c" && !with_c {
+            continue;
+        }
+        s += &format!(
+            "      - connection_string: \"Endpoint=http://{};AccessKey={};Version=1.0;\"\n        address: {}\n",
+            st.host, st.access_key, i.addr
+        );
+    }
+    s += "routes:\n  - { path: /client/, pool: signalr }\n";
+    if with_c {
+        s += "  - { path: /api/, pool: signalr }\n";
+    }
+    s
+}
+
+/// What new connections see: whether `/api/` is routed, and which instance a token for c
+/// reaches.
+async fn observe(site: &EdgeSite, c: &Inst, id: &str) -> (u16, String) {
+    let api = http()
+        .get(site.url("/api/health"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    let target = Target {
+        base: site.url(""),
+        token: c.token(),
+        request_id: id.to_string(),
+    };
+    let r = http()
+        .post(format!(
+            "{}/client/negotiate?hub=chat&negotiateVersion=1&asrs_request_id={id}",
+            target.base
+        ))
+        .bearer_auth(&target.token)
+        .send()
+        .await
+        .unwrap();
+    let instance = r
+        .headers()
+        .get("x-emulator-instance")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (api, instance)
+}
+
+/// Polls `/status` until `done` says so (10 s at most).
+async fn wait_status(
+    site: &EdgeSite,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = site.status().await;
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never got there: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn wait_all_echoing(stats: &Stats, since: Instant, what: &str) {
+    wait_for(Duration::from_secs(20), what, || {
+        stats.all_echoed_since(since).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_and_upgrades_under_load_lose_nothing() {
+    let started = Instant::now();
+    let em = emulator(vec![
+        instance("a", "key-a", true),
+        instance("b", "key-b", true),
+        instance("c", "key-c", true),
+    ])
+    .await;
+    let inst = |name: &str| Inst {
+        name: name.to_string(),
+        key: format!("key-{name}"),
+    };
+    let c = inst("c");
+    let with_c = body(&em, true);
+    let without_c = body(&em, false);
+    let site = EdgeSite::new();
+    site.write(&with_c, DEADLINE);
+    let mut current = site.spawn("edge0", false);
+    site.wait_ready(&mut current).await;
+    let allowed = Arc::new(RwLock::new(vec![inst("a"), inst("b"), inst("c")]));
+    let load = Load::start(&site.url(""), &allowed);
+    let stats = load.stats.clone();
+    let t0 = Instant::now();
+    wait_all_echoing(&stats, t0, "all sessions connected and echoing").await;
+    let on_c = stats
+        .instance
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|n| *n == "c")
+        .count();
+    assert!(on_c > 30, "sessions on c: {on_c}");
+    println!(
+        "{SESSIONS} sessions echoing after {:.1}s ({on_c} on c)",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // 1. Twenty reloads, alternating: without c and /api/, then with them again.
+    let t1 = Instant::now();
+    for k in 0..20 {
+        let remove = k % 2 == 0;
+        if remove {
+            // As an operator would: the app server stops sending clients to c first.
+            allowed.write().await.retain(|i| i.name != "c");
+            site.write(&without_c, DEADLINE);
+        } else {
+            site.write(&with_c, DEADLINE);
+        }
+        if k % 4 < 2 {
+            let (code, report) = site.reload().await;
+            assert_eq!(code, 200, "{report}");
+            assert_eq!(report["generation"], k + 2, "{report}");
+        } else {
+            send_signal(current.pid(), "HUP");
+            let status = wait_status(&site, |s| s["generation"] == k + 2).await;
+            assert_eq!(status["last_reload"]["trigger"], "SIGHUP", "{status}");
+        }
+        let (api, instance) = observe(&site, &c, &format!("probe{k}")).await;
+        if remove {
+            assert_eq!(api, 404, "reload {k}: /api/ is gone");
+            assert!(
+                ["a", "b"].contains(&instance.as_str()),
+                "reload {k}: c is gone, got {instance:?}"
+            );
+        } else {
+            assert_eq!(api, 200, "reload {k}: /api/ is back");
+            assert_eq!(instance, "c", "reload {k}: c is back");
+            allowed.write().await.push(inst("c"));
+        }
+        // Let the load run across each generation.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let t_reloaded = Instant::now();
+    wait_all_echoing(&stats, t_reloaded, "every session echoes after the reloads").await;
+    assert_eq!(
+        stats.failures(),
+        Vec::<String>::new(),
+        "failed requests during reloads"
+    );
+    assert!(
+        stats.drops().is_empty(),
+        "dropped during reloads: {:?}",
+        stats.drops()
+    );
+    let status = site.status().await;
+    assert_eq!(status["reloads"]["ok"], 20, "{status}");
+    assert_eq!(status["generation"], 21, "{status}");
+    let log = current.log();
+    assert!(
+        log.contains("rule=retired"),
+        "long polls of c's connections reach retired c"
+    );
+    assert!(log.contains("endpoints -signalr/c.service.signalr.net"));
+    assert!(log.contains("endpoints +signalr/c.service.signalr.net"));
+    assert!(log.contains("routes -/api/ -> signalr"));
+    println!(
+        "20 reloads in {:.1}s: 0 failed, 0 dropped, {} echoes, {} negotiates so far",
+        (t_reloaded - t1).as_secs_f64(),
+        stats.echoes.load(Ordering::Relaxed),
+        stats.negotiates.load(Ordering::Relaxed)
+    );
+
+    // 2. Five kinds of broken file: nothing changes, every error is reported.
+    let good = site.text(&with_c, DEADLINE);
+    let broken = [
+        ("syntax", "pools: [\n".to_string(), ""),
+        (
+            "unknown key",
+            good.replacen("kind: signalr", "kind: signalr\n    endpointz: []", 1),
+            "pools.signalr.endpointz",
+        ),
+        (
+            "unknown pool",
+            good.replacen("pool: signalr }", "pool: ghost }", 1),
+            "routes[0].pool",
+        ),
+        (
+            "missing CA file",
+            good.replacen(
+                "kind: signalr",
+                "kind: signalr\n    tls: { ca_file: /nonexistent/ca.pem }",
+                1,
+            ),
+            "pools.signalr.tls.ca_file",
+        ),
+        (
+            "listener change",
+            good.replacen(&format!(":{}", site.port), ":1", 1),
+            "listeners[0].address",
+        ),
+    ];
+    let conf = site.conf().display().to_string();
+    for (k, (what, text, path)) in broken.iter().enumerate() {
+        std::fs::write(site.conf(), text).unwrap();
+        let (code, report) = site.reload().await;
+        assert_eq!(code, 422, "{what}: {report}");
+        let error = report["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(&conf) && error.contains(path),
+            "{what}: {error}"
+        );
+        assert_eq!(report["generation"], 21, "{what}");
+        let status = site.status().await;
+        assert_eq!(status["reloads"]["failed"], k + 1, "{what}");
+        assert_eq!(status["generation"], 21, "{what}");
+        assert_eq!(
+            observe(&site, &c, &format!("broken{k}")).await,
+            (200, "c".to_string()),
+            "{what}: the old config keeps serving"
+        );
+    }
+    assert!(site.reload().await.1["error"]
+        .as_str()
+        .unwrap()
+        .contains("need a binary upgrade"));
+    // A broken file by SIGHUP is logged.
+    std::fs::write(site.conf(), "pools: [\n").unwrap();
+    send_signal(current.pid(), "HUP");
+    current
+        .wait_log(
+            "reload (SIGHUP) failed; generation 21 keeps serving",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(stats.failures(), Vec::<String>::new());
+    assert!(stats.drops().is_empty(), "{:?}", stats.drops());
+
+    // 3. Three binary upgrades. The second new process gets a long deadline: the third
+    // upgrade shows that it exits as soon as its connections are gone.
+    let mut windows = Vec::new();
+    for k in 0..3 {
+        let grace = if k == 1 { 30 } else { DEADLINE };
+        site.write(&with_c, grace);
+        let mut next = site.spawn(&format!("edge{}", k + 1), true);
+        send_signal(current.pid(), "QUIT");
+        next.wait_log("took over listening sockets", Duration::from_secs(20))
+            .await;
+        current
+            .wait_log("drain: stopped accepting", Duration::from_secs(10))
+            .await;
+        let stopped = Instant::now();
+        if k < 2 {
+            let exited = current.wait_exit(Duration::from_secs(DEADLINE + 5)).await;
+            let held = exited - stopped;
+            assert!(
+                held >= Duration::from_millis(DEADLINE * 1000 - 300),
+                "upgrade {k}: the old process kept its connections only {held:?}"
+            );
+            assert!(current.log().contains("drain: deadline reached"));
+            windows.push((stopped, exited));
+            println!(
+                "upgrade {k}: old process held its connections {:.2}s (deadline {DEADLINE}s)",
+                held.as_secs_f64()
+            );
+        } else {
+            // The clients leave the old process (a deploy that moves them, or just their end).
+            load.rotate.send_modify(|r| *r += 1);
+            let rotated = Instant::now();
+            let exited = current.wait_exit(Duration::from_secs(10)).await;
+            assert!(current.log().contains("drain: no connections left"));
+            println!(
+                "upgrade {k}: old process exited {:.2}s after its clients left (deadline 30s)",
+                (exited - rotated).as_secs_f64()
+            );
+        }
+        let t = Instant::now();
+        wait_all_echoing(&stats, t, "every session echoes on the new process").await;
+        current = next;
+    }
+    let status = site.status().await;
+    assert_eq!(status["started_by_upgrade"], true, "{status}");
+    load.stop().await;
+
+    // No request failed; connections ended only when an old process hit its deadline, and
+    // they exchanged messages until then.
+    assert_eq!(stats.failures(), Vec::<String>::new(), "failed requests");
+    let drops = stats.drops();
+    for d in &drops {
+        let window = windows.iter().find(|(stop, exit)| {
+            d.at + Duration::from_millis(500) >= *stop + Duration::from_secs(DEADLINE)
+                && d.at <= *exit + Duration::from_millis(500)
+        });
+        let (stop, _) = window.unwrap_or_else(|| panic!("dropped outside a drain deadline: {d:?}"));
+        assert!(
+            d.last_echo + Duration::from_millis(1500) >= *stop + Duration::from_secs(DEADLINE),
+            "session {} stopped exchanging {:?} before the deadline",
+            d.session,
+            (*stop + Duration::from_secs(DEADLINE)).saturating_duration_since(d.last_echo)
+        );
+    }
+    for (k, (stop, exit)) in windows.iter().enumerate() {
+        let n = drops
+            .iter()
+            .filter(|d| {
+                d.at + Duration::from_secs(1) >= *stop && d.at <= *exit + Duration::from_secs(1)
+            })
+            .count();
+        assert_eq!(
+            n,
+            WS_SESSIONS + SSE_SESSIONS,
+            "upgrade {k}: every streaming connection was held to the deadline"
+        );
+    }
+    let mut kinds: Vec<&str> = drops.iter().map(|d| d.error.as_str()).collect();
+    kinds.sort();
+    kinds.dedup();
+    println!("how the held connections ended: {kinds:?}");
+    println!(
+        "done in {:.1}s: {} echoes, {} negotiates, {} connects, {} connections closed at drain deadlines, 0 failed",
+        started.elapsed().as_secs_f64(),
+        stats.echoes.load(Ordering::Relaxed),
+        stats.negotiates.load(Ordering::Relaxed),
+        stats.connects.load(Ordering::Relaxed),
+        drops.len()
+    );
+}
