@@ -162,6 +162,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TrackedApp<A> {
         // keep-alive connection to close it. Give requests already on the wire a moment first.
         tokio::time::sleep(LINGER).await;
         self.inner.cleanup().await;
+        info!(
+            "drain: idle keep-alive connections closed; {} connections left",
+            self.drain.active()
+        );
         self.drain.close_listeners();
     }
 }

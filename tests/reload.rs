@@ -59,9 +59,21 @@ struct Stats {
     instance: Mutex<HashMap<usize, String>>,
 }
 
+/// When the test started, to date failures.
+static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn since_start(t: Instant) -> f64 {
+    t.saturating_duration_since(*T0.get_or_init(Instant::now))
+        .as_secs_f64()
+}
+
 impl Stats {
     fn fail(&self, what: String) {
-        self.failures.lock().unwrap().push(what);
+        let at = since_start(Instant::now());
+        self.failures
+            .lock()
+            .unwrap()
+            .push(format!("at {at:.2}s: {what}"));
     }
 
     fn failures(&self) -> Vec<String> {
@@ -388,7 +400,7 @@ async fn wait_all_echoing(stats: &Stats, since: Instant, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_and_upgrades_under_load_lose_nothing() {
-    let started = Instant::now();
+    let started = *T0.get_or_init(Instant::now);
     let em = emulator(vec![
         instance("a", "key-a", true),
         instance("b", "key-b", true),
@@ -557,6 +569,7 @@ async fn reloads_and_upgrades_under_load_lose_nothing() {
     // 3. Three binary upgrades. The second new process gets a long deadline: the third
     // upgrade shows that it exits as soon as its connections are gone.
     let mut windows = Vec::new();
+    let mut last_stop = Instant::now();
     for k in 0..3 {
         let grace = if k == 1 { 30 } else { DEADLINE };
         site.write(&with_c, grace);
@@ -568,6 +581,7 @@ async fn reloads_and_upgrades_under_load_lose_nothing() {
             .wait_log("drain: stopped accepting", Duration::from_secs(10))
             .await;
         let stopped = Instant::now();
+        last_stop = stopped;
         if k < 2 {
             let exited = current.wait_exit(Duration::from_secs(DEADLINE + 5)).await;
             let held = exited - stopped;
@@ -583,6 +597,14 @@ async fn reloads_and_upgrades_under_load_lose_nothing() {
             );
         } else {
             // The clients leave the old process (a deploy that moves them, or just their end).
+            // Wait until it closed its idle keep-alive connections first: a request sent on
+            // one at that very moment would meet the usual HTTP/1.1 keep-alive race.
+            current
+                .wait_log(
+                    "drain: idle keep-alive connections closed",
+                    Duration::from_secs(5),
+                )
+                .await;
             load.rotate.send_modify(|r| *r += 1);
             let rotated = Instant::now();
             let exited = current.wait_exit(Duration::from_secs(10)).await;
@@ -602,14 +624,31 @@ async fn reloads_and_upgrades_under_load_lose_nothing() {
 
     // No request failed; connections ended only when an old process hit its deadline, and
     // they exchanged messages until then.
-    assert_eq!(stats.failures(), Vec::<String>::new(), "failed requests");
+    let drains: Vec<(f64, f64)> = windows
+        .iter()
+        .map(|(s, e)| (since_start(*s), since_start(*e)))
+        .collect();
+    assert_eq!(
+        stats.failures(),
+        Vec::<String>::new(),
+        "failed requests (drains at {drains:?}, upgrade 2 at {:.2}s)",
+        since_start(last_stop)
+    );
     let drops = stats.drops();
     for d in &drops {
         let window = windows.iter().find(|(stop, exit)| {
             d.at + Duration::from_millis(500) >= *stop + Duration::from_secs(DEADLINE)
-                && d.at <= *exit + Duration::from_millis(500)
+                && d.at <= *exit + Duration::from_millis(1500)
         });
-        let (stop, _) = window.unwrap_or_else(|| panic!("dropped outside a drain deadline: {d:?}"));
+        let (stop, _) = window.unwrap_or_else(|| {
+            let rel = |t: Instant| t.saturating_duration_since(started).as_secs_f64();
+            let w: Vec<(f64, f64)> = windows.iter().map(|(s, e)| (rel(*s), rel(*e))).collect();
+            panic!(
+                "dropped outside a drain deadline at {:.2}s (last echo {:.2}s; drains {w:?}): {d:?}",
+                rel(d.at),
+                rel(d.last_echo)
+            )
+        });
         assert!(
             d.last_echo + Duration::from_millis(1500) >= *stop + Duration::from_secs(DEADLINE),
             "session {} stopped exchanging {:?} before the deadline",
@@ -642,4 +681,248 @@ async fn reloads_and_upgrades_under_load_lose_nothing() {
         stats.connects.load(Ordering::Relaxed),
         drops.len()
     );
+}
+
+/// A site in front of one emulated instance, with `/client/` and `/api/` routed to it.
+async fn small_site(grace: u64) -> (signalr_edge::emulator::Emulator, EdgeSite) {
+    let em = emulator(vec![instance("a", "key-a", true)]).await;
+    let site = EdgeSite::new();
+    let routes =
+        "routes:\n  - { path: /client/, pool: signalr }\n  - { path: /api/, pool: signalr }\n";
+    site.write(&format!("{}{routes}", signalr_pool(&em, "")), grace);
+    (em, site)
+}
+
+fn target_a(site: &EdgeSite, id: &str) -> Target {
+    Target {
+        base: site.url(""),
+        token: token("key-a", "a.service.signalr.net", "chat"),
+        request_id: id.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_turns_readyz_off_and_exits_once_the_last_connection_ends() {
+    let (_em, site) = small_site(30).await;
+    let mut edge = site.spawn("edge", false);
+    site.wait_ready(&mut edge).await;
+    let (mut ws, _) = Client::connect(&http(), &target_a(&site, "t1"), Transport::WebSockets)
+        .await
+        .unwrap();
+    ws.echo(1).await.unwrap();
+    send_signal(edge.pid(), "TERM");
+    edge.wait_log(
+        "drain: stopped accepting; 1 connections open",
+        Duration::from_secs(10),
+    )
+    .await;
+    let r = http().get(site.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.text().await.unwrap(), "draining\n");
+    assert_eq!(site.status().await["phase"], "stopping");
+    // The established WebSocket keeps working while the process drains.
+    for n in 2..5 {
+        ws.echo(n).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    edge.assert_running();
+    let closed = Instant::now();
+    ws.close().await;
+    edge.wait_exit(Duration::from_secs(5)).await;
+    assert!(
+        closed.elapsed() < Duration::from_secs(3),
+        "exits once idle, not at the 30 s deadline"
+    );
+    assert!(edge.log().contains("drain: no connections left"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigquit_without_a_new_process_keeps_serving() {
+    let (_em, site) = small_site(30).await;
+    let mut edge = site.spawn("edge", false);
+    site.wait_ready(&mut edge).await;
+    send_signal(edge.pid(), "QUIT");
+    edge.wait_log("this process keeps serving", Duration::from_secs(20))
+        .await;
+    let status = site.status().await;
+    assert_eq!(status["upgrades"]["failed"], 1, "{status}");
+    assert_eq!(status["ready"], true, "{status}");
+    let (code, _) = site.reload().await;
+    assert_eq!(code, 200);
+    let r = http().get(site.url("/api/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (mut ws, _) = Client::connect(&http(), &target_a(&site, "q1"), Transport::WebSockets)
+        .await
+        .unwrap();
+    ws.echo(1).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_certificate_rotates_on_reload() {
+    let (_em, site) = small_site(0).await;
+    let (one, two) = (site.dir.0.join("one"), site.dir.0.join("two"));
+    std::fs::create_dir_all(&one).unwrap();
+    std::fs::create_dir_all(&two).unwrap();
+    let (ca1, cert1, key1) = test_pki(&one, "edge.test");
+    let (ca2, cert2, key2) = test_pki(&two, "edge.test");
+    let (cert, key) = (site.dir.0.join("edge.crt"), site.dir.0.join("edge.key"));
+    std::fs::copy(&cert1, &cert).unwrap();
+    std::fs::copy(&key1, &key).unwrap();
+    let conf = std::fs::read_to_string(site.conf()).unwrap().replace(
+        &format!("  - address: 127.0.0.1:{}\n", site.port),
+        &format!(
+            "  - address: 127.0.0.1:{}\n    tls: {{ cert: {}, key: {} }}\n",
+            site.port,
+            cert.display(),
+            key.display()
+        ),
+    );
+    std::fs::write(site.conf(), conf).unwrap();
+    let mut edge = site.spawn("edge", false);
+    site.wait_ready(&mut edge).await;
+    let trusting = |ca: &std::path::Path| {
+        let pem = std::fs::read(ca).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .resolve("edge.test", ([127, 0, 0, 1], site.port).into())
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://edge.test:{}/api/health", site.port);
+    let old_client = trusting(&ca1);
+    assert_eq!(old_client.get(&url).send().await.unwrap().status(), 200);
+    assert!(trusting(&ca2).get(&url).send().await.is_err());
+    // Rotate by replacing the files in place and reloading.
+    std::fs::copy(&cert2, &cert).unwrap();
+    std::fs::copy(&key2, &key).unwrap();
+    let (code, report) = site.reload().await;
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["changes"]["certificates_changed"][0], "listeners[0]");
+    // New handshakes get the new certificate; the established connection goes on.
+    assert_eq!(trusting(&ca2).get(&url).send().await.unwrap().status(), 200);
+    assert!(trusting(&ca1).get(&url).send().await.is_err());
+    assert_eq!(old_client.get(&url).send().await.unwrap().status(), 200);
+    // A key that does not match the certificate is refused, and the edge keeps serving.
+    std::fs::copy(&key1, &key).unwrap();
+    let (code, report) = site.reload().await;
+    assert_eq!(code, 422, "{report}");
+    assert!(report["error"]
+        .as_str()
+        .unwrap()
+        .contains("listeners[0].tls"));
+    assert_eq!(trusting(&ca2).get(&url).send().await.unwrap().status(), 200);
+}
+
+/// Kills the daemon named in a pid file when dropped (the test's processes are not children).
+struct DaemonGuard(std::path::PathBuf);
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            if let Ok(pid) = pid.trim().parse::<u32>() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-INT", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+fn read_pid(file: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_script_replaces_a_daemon() {
+    let (_em, site) = small_site(DEADLINE).await;
+    let dir = site.dir.0.clone();
+    let conf = std::fs::read_to_string(site.conf()).unwrap().replacen(
+        "server:\n",
+        &format!("server:\n  error_log: {}/daemon.log\n", dir.display()),
+        1,
+    );
+    std::fs::write(site.conf(), conf).unwrap();
+    let pid_file = dir.join("edge.pid");
+    let _guard = DaemonGuard(pid_file.clone());
+    let bin = env!("CARGO_BIN_EXE_signalr-edge");
+    let out = std::fs::File::create(dir.join("start.out")).unwrap();
+    let started = std::process::Command::new(bin)
+        .args(["-d", "-c"])
+        .arg(site.conf())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .status()
+        .unwrap();
+    assert!(started.success());
+    let old = wait_for(Duration::from_secs(20), "daemon pid", || {
+        read_pid(&pid_file)
+    })
+    .await;
+    wait_for(Duration::from_secs(20), "daemon ready", || {
+        std::net::TcpStream::connect(("127.0.0.1", site.port)).ok()
+    })
+    .await;
+    // Requests on fresh connections all through the upgrade.
+    let (stop, stopped) = watch::channel(false);
+    let url = site.url("/api/health");
+    let requests = tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let (mut ok, mut failed) = (0, Vec::new());
+        while !*stopped.borrow() {
+            match client.get(&url).send().await {
+                Ok(r) if r.status() == 200 => ok += 1,
+                Ok(r) => failed.push(r.status().to_string()),
+                Err(e) => failed.push(format!("{e:?}")),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (ok, failed)
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/upgrade.sh");
+    let log = dir.join("upgrade.out");
+    let out = std::fs::File::create(&log).unwrap();
+    let upgraded = tokio::task::spawn_blocking({
+        let (conf, pid_file, admin) = (site.conf(), pid_file.clone(), site.admin_url(""));
+        move || {
+            std::process::Command::new("bash")
+                .arg(script)
+                .args(["-b", bin, "-w", "20", "-a", &admin, "-c"])
+                .arg(conf)
+                .arg("-p")
+                .arg(pid_file)
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .status()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert!(upgraded.success(), "{output}");
+    let new = read_pid(&pid_file).unwrap();
+    assert_ne!(new, old);
+    assert!(!alive(old), "{output}");
+    assert!(alive(new), "{output}");
+    assert!(output.contains("drained and exited"), "{output}");
+    let _ = stop.send(true);
+    let (ok, failed) = requests.await.unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(ok > 20, "{ok}");
+    let status = site.status().await;
+    assert_eq!(status["pid"], new, "{status}");
+    assert_eq!(status["started_by_upgrade"], true, "{status}");
+    println!("upgrade script: {ok} requests on fresh connections, none failed\n{output}");
 }
