@@ -195,3 +195,59 @@ pub struct Status {
     /// The listening sockets it inherited.
     pub inherited_listeners: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use arc_swap::ArcSwap;
+
+    use super::*;
+    use crate::runtime::Runtime;
+
+    fn ops() -> Ops {
+        let cfg = crate::config::parse_str(
+            "listeners: [{ address: \"127.0.0.1:8080\" }]\npools:\n  p:\n    kind: app\n    endpoints: [{ url: \"http://127.0.0.1:5000\" }]\nroutes: [{ path: /, pool: p }]\n",
+        )
+        .unwrap();
+        let rt = Runtime::compile(&cfg, Path::new("t.yaml"), None).unwrap();
+        let reloader = Reloader::new(
+            Path::new("t.yaml"),
+            cfg,
+            Arc::new(ArcSwap::from_pointee(rt)),
+        );
+        Ops::new(
+            reloader,
+            Path::new("/tmp/u.sock"),
+            Duration::from_secs(7),
+            false,
+        )
+    }
+
+    #[test]
+    fn ready_once_started_until_draining() {
+        let ops = ops();
+        assert!(!ops.is_ready(), "not before the listeners are held");
+        ops.mark_started();
+        assert!(ops.is_ready());
+        let s = ops.status();
+        assert_eq!(
+            (s.phase, s.generation, s.drain_deadline_seconds),
+            ("serving", 1, 7)
+        );
+        ops.drain.begin(Phase::Stopping);
+        assert!(!ops.is_ready());
+        let s = ops.status();
+        assert_eq!(s.phase, "stopping");
+        assert!(!s.ready && s.draining_for_seconds.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_hand_off_before_startup_is_refused_and_serving_goes_on() {
+        let ops = ops();
+        ops.mark_started();
+        assert!(ops.hand_over().await.is_err());
+        assert!(ops.is_ready());
+    }
+}

@@ -317,10 +317,12 @@ async fn negotiate_loop(
 /// Pools and routes: with instance c and an `/api/` route, or without both.
 fn body(em: &signalr_edge::emulator::Emulator, with_c: bool) -> String {
     let mut s = String::from("pools:\n  signalr:\n    kind: signalr\n");
+    // Generous probe timeouts: a probe slowed down by a busy machine must not take an instance
+    // out (its clients' tokens are valid there only).
     s += if with_c {
-        "    health_check: { interval: 1s, timeout: 1s }\n"
+        "    health_check: { interval: 1s, timeout: 3s, unhealthy_threshold: 3 }\n"
     } else {
-        "    health_check: { interval: 2s, timeout: 1s }\n"
+        "    health_check: { interval: 2s, timeout: 3s, unhealthy_threshold: 3 }\n"
     };
     s += "    endpoints:\n";
     for i in &em.instances {
@@ -389,6 +391,23 @@ async fn wait_status(
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Warning and error lines of every process of the site, for failure messages.
+fn warnings(site: &EdgeSite) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&site.dir.0).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            out.extend(
+                text.lines()
+                    .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                    .map(|l| format!("{}: {l}", path.display())),
+            );
+        }
+    }
+    out
 }
 
 async fn wait_all_echoing(stats: &Stats, since: Instant, what: &str) {
@@ -631,8 +650,9 @@ async fn reloads_and_upgrades_under_load_lose_nothing() {
     assert_eq!(
         stats.failures(),
         Vec::<String>::new(),
-        "failed requests (drains at {drains:?}, upgrade 2 at {:.2}s)",
-        since_start(last_stop)
+        "failed requests (drains at {drains:?}, upgrade 2 at {:.2}s); edge warnings: {:#?}",
+        since_start(last_stop),
+        warnings(&site)
     );
     let drops = stats.drops();
     for d in &drops {
