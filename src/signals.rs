@@ -27,7 +27,7 @@ static EARLY_SIGHUP: AtomicBool = AtomicBool::new(false);
 pub fn catch_early_sighup() {
     // SAFETY: the action only stores to an atomic, which is async-signal-safe.
     let registered = unsafe {
-        signal_hook_registry::register(libc_sighup(), || {
+        signal_hook_registry::register(SignalKind::hangup().as_raw_value(), || {
             EARLY_SIGHUP.store(true, Ordering::Release);
         })
     };
@@ -39,10 +39,6 @@ pub fn catch_early_sighup() {
 /// Whether a SIGHUP arrived since the last call.
 pub fn take_early_sighup() -> bool {
     EARLY_SIGHUP.swap(false, Ordering::AcqRel)
-}
-
-fn libc_sighup() -> i32 {
-    SignalKind::hangup().as_raw_value()
 }
 
 /// The shutdown signal watch given to Pingora's `Server::run`.
