@@ -13,6 +13,8 @@ use serde::Deserialize;
 
 /// The query parameter the SignalR SDK adds to tie negotiate and connect together.
 pub const REQUEST_ID_PARAM: &str = "asrs_request_id";
+/// The query parameter that names an existing connection (its connection token).
+pub const CONNECTION_ID_PARAM: &str = "id";
 /// The query parameter that carries the token where headers cannot (SSE, browser WebSockets).
 pub const ACCESS_TOKEN_PARAM: &str = "access_token";
 
@@ -182,6 +184,9 @@ pub struct AffinityInput<'a> {
     pub request_id: Option<Cow<'a, [u8]>>,
     /// The client address (after trusted-proxy processing).
     pub client_ip: Option<IpAddr>,
+    /// The request belongs to an existing SignalR connection (it carries `id=`): a connect,
+    /// a long poll, a send or a stop, as opposed to a negotiate that starts a new one.
+    pub existing_connection: bool,
 }
 
 impl<'a> AffinityInput<'a> {
@@ -195,10 +200,14 @@ impl<'a> AffinityInput<'a> {
             .and_then(|q| query_param(q, REQUEST_ID_PARAM))
             .filter(|v| !v.is_empty())
             .map(decode);
+        let existing_connection = query
+            .and_then(|q| query_param(q, CONNECTION_ID_PARAM))
+            .is_some_and(|v| !v.is_empty());
         AffinityInput {
             token: access_token(authorization, query),
             request_id,
             client_ip,
+            existing_connection,
         }
     }
 }

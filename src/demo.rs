@@ -140,6 +140,5 @@ pub fn run(port: u16) -> Result<(), String> {
     println!("  open http://{edge}/ in a browser, or try:");
     println!("    curl -s -X POST 'http://{edge}/chat/negotiate?negotiateVersion=1'");
     println!("  Ctrl-C stops everything.");
-    let server = server::build(&cfg, runtime, &RunFlags::default())?;
-    server.run_forever()
+    server::build(&cfg, runtime, file, &RunFlags::default())?.run()
 }

@@ -14,6 +14,7 @@ use pingora_proxy::{ProxyHttp, Session};
 
 use crate::access_log::{self, redact_query};
 use crate::config::HostHeader;
+use crate::drain::Drain;
 use crate::forwarded;
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::selection::{select, LocalAnswer, Selection};
@@ -22,12 +23,13 @@ use crate::upstream::Choice;
 /// The edge proxy service.
 pub struct EdgeProxy {
     state: SharedRuntime,
+    drain: Arc<Drain>,
 }
 
 impl EdgeProxy {
-    /// A proxy reading the shared runtime.
-    pub fn new(state: SharedRuntime) -> Self {
-        EdgeProxy { state }
+    /// A proxy reading the shared runtime; `drain` says when to stop keeping connections alive.
+    pub fn new(state: SharedRuntime, drain: Arc<Drain>) -> Self {
+        EdgeProxy { state, drain }
     }
 }
 
@@ -51,6 +53,11 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if self.drain.is_draining() {
+            // `Connection: close` moves keep-alive clients to a fresh connection, which the
+            // new process (or, after SIGTERM, another replica) accepts.
+            session.set_keepalive(None);
+        }
         let runtime = self.state.load_full();
         let peer_ip = session
             .client_addr()

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
-use crate::config::{Config, ConfigError};
+use pingora_core::tls::sign::CertifiedKey;
+
+use crate::config::{Config, ConfigError, PathError};
+use crate::listener_tls::load_certified_key;
 use crate::routing::RouteTable;
 use crate::upstream::Pool;
 
@@ -20,6 +23,10 @@ pub struct Runtime {
     pub pools: Vec<Arc<Pool>>,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Certificate and key of each listener (`None` for plain ones), by listener index.
+    pub listener_certs: Vec<Option<Arc<CertifiedKey>>>,
+    /// 1 for the config loaded at start, one more for each successful reload.
+    pub generation: u64,
 }
 
 /// The shared, swappable runtime.
@@ -43,10 +50,23 @@ impl Runtime {
             pools.iter().position(|p| p.name == name)
         })
         .map_err(|e| e.in_file(file))?;
+        let mut listener_certs = Vec::with_capacity(config.listeners.len());
+        for (i, l) in config.listeners.iter().enumerate() {
+            listener_certs.push(match &l.tls {
+                None => None,
+                Some(tls) => {
+                    Some(load_certified_key(&tls.cert, &tls.key).map_err(|m| {
+                        PathError::new(format!("listeners[{i}].tls"), m).in_file(file)
+                    })?)
+                }
+            });
+        }
         Ok(Runtime {
             routes,
             pools,
             trusted_proxies: config.trusted_proxies.clone(),
+            listener_certs,
+            generation: previous.map_or(1, |p| p.generation + 1),
         })
     }
 

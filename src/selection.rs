@@ -92,7 +92,11 @@ pub fn select(
     let chosen = pool.choose(&input);
     sel.pool = Some(pool.clone());
     let (i, choice) = chosen.ok_or(LocalAnswer::NoHealthyEndpoint)?;
-    sel.endpoint = Some(pool.endpoints[i].clone());
+    sel.endpoint = Some(
+        pool.endpoint(i)
+            .ok_or(LocalAnswer::NoHealthyEndpoint)?
+            .clone(),
+    );
     sel.choice = Some(choice);
     Ok(())
 }

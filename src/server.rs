@@ -1,5 +1,6 @@
 //! Builds and runs the Pingora server from a config file.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -8,13 +9,24 @@ use log::info;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::Server;
+use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
 
 use crate::config::{Config, ServerSection};
+use crate::control::ControlService;
+use crate::drain::TrackedApp;
+use crate::listener_tls::CertResolver;
+use crate::ops::Ops;
 use crate::proxy::EdgeProxy;
+use crate::reload::Reloader;
 use crate::runtime::{Runtime, SharedRuntime};
+use crate::signals::{self, EdgeSignals};
 use crate::upstream::checker::HealthChecker;
+
+/// Pingora's own grace period runs this much past our drain deadline: it is only a fallback,
+/// the drain ends the process itself (at once when idle, else at the deadline).
+const PINGORA_GRACE_MARGIN: u64 = 2;
 
 /// How the process was asked to run.
 #[derive(Debug, Clone, Default)]
@@ -34,29 +46,67 @@ pub fn server_conf(s: &ServerSection, daemon: bool) -> ServerConf {
         pid_file: s.pid_file.display().to_string(),
         upgrade_sock: s.upgrade_sock.display().to_string(),
         error_log: s.error_log.as_ref().map(|p| p.display().to_string()),
-        grace_period_seconds: Some(s.grace_period_seconds),
+        grace_period_seconds: Some(s.grace_period_seconds + PINGORA_GRACE_MARGIN),
         graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
         user: s.user.clone(),
         group: s.group.clone(),
+        // A daemon keeps the working directory, so relative paths still work on reload.
+        working_directory: if daemon {
+            std::env::current_dir().ok()
+        } else {
+            None
+        },
         ..ServerConf::default()
     }
 }
 
-/// Builds the server (listeners, proxy, health checks) without running it.
-pub fn build(config: &Config, runtime: Runtime, flags: &RunFlags) -> Result<Server, String> {
+/// A built server, ready to run.
+pub struct EdgeServer {
+    server: Server,
+    ops: Arc<Ops>,
+}
+
+impl EdgeServer {
+    /// Runs until drained or stopped; never returns.
+    pub fn run(self) -> ! {
+        self.server.run(RunArgs {
+            shutdown_signal: Box::new(EdgeSignals::new(self.ops)),
+        });
+        std::process::exit(0)
+    }
+}
+
+/// Builds the server (listeners, proxy, admin, health checks) without running it. `file` is
+/// the configuration file reloads read.
+pub fn build(
+    config: &Config,
+    runtime: Runtime,
+    file: &Path,
+    flags: &RunFlags,
+) -> Result<EdgeServer, String> {
     let opt = Opt {
         upgrade: flags.upgrade,
         daemon: flags.daemon,
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config.server, flags.daemon));
+    // With -u this waits for the old process to send its listening sockets.
     server.bootstrap();
     let state: SharedRuntime = Arc::new(ArcSwap::from_pointee(runtime));
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+    let ops = Arc::new(Ops::new(
+        Reloader::new(file, config.clone(), state.clone()),
+        &config.server.upgrade_sock,
+        std::time::Duration::from_secs(config.server.grace_period_seconds),
+        flags.upgrade,
+    ));
+    let proxy = pingora_proxy::http_proxy(
         &server.configuration,
-        EdgeProxy::new(state.clone()),
-        "signalr-edge",
+        EdgeProxy::new(state.clone(), ops.drain.clone()),
+    );
+    let mut service = Service::new(
+        "signalr-edge".to_string(),
+        TrackedApp::new(proxy, ops.drain.clone()),
     );
     for (i, l) in config.listeners.iter().enumerate() {
         let mut listener = ListenerConfig::tcp(l.address.as_str());
@@ -65,32 +115,50 @@ pub fn build(config: &Config, runtime: Runtime, flags: &RunFlags) -> Result<Serv
                 tls.cert.display().to_string(),
                 tls.key.display().to_string(),
             );
-            let settings = TlsSettings::intermediate(&cert, &key)
+            let mut settings = TlsSettings::intermediate(&cert, &key)
                 .map_err(|e| format!("listeners[{i}].tls: {e}"))?;
+            // The certificate comes from the current runtime at each handshake: a reload
+            // rotates it.
+            settings.set_cert_resolver(Arc::new(CertResolver::new(state.clone(), i)));
             listener = listener.tls(settings);
         }
         let read = l.read_buffer.or(l.tls.is_none().then_some(0));
         if let Some(read) = read {
             listener = listener.l4_buffer(L4BufferSettings::default().read(read));
         }
-        proxy.add_listener(listener);
+        service.add_listener(listener);
         info!(
             "listening on {}{}",
             l.address,
             if l.tls.is_some() { " (TLS)" } else { "" }
         );
     }
-    server.add_service(proxy);
+    let admin = config
+        .admin
+        .as_ref()
+        .map(|a| {
+            a.listen
+                .parse::<SocketAddr>()
+                .map(|s| s.to_string())
+                .map_err(|_| format!("admin.listen: {:?} is not an ip:port address", a.listen))
+        })
+        .transpose()?;
+    let addresses = config.listeners.iter().map(|l| l.address.clone()).collect();
+    let control = server.add_service(ControlService::new(ops.clone(), admin, addresses));
+    let proxy = server.add_service(service);
+    proxy.add_dependency(&control);
     server.add_service(background_service(
         "health checks",
         HealthChecker::new(state),
     ));
-    Ok(server)
+    Ok(EdgeServer { server, ops })
 }
 
 /// Loads `file` and runs the edge until it is told to stop.
 pub fn run(file: &Path, flags: RunFlags) -> Result<(), String> {
+    signals::catch_early_sighup();
     let (config, runtime) = Runtime::load(file, None).map_err(|e| e.to_string())?;
-    let server = build(&config, runtime, &flags)?;
-    server.run_forever()
+    // Reloads read the same file even after a daemon changed its working directory.
+    let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    build(&config, runtime, &file, &flags)?.run()
 }

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Pingora server settings.
@@ -23,10 +23,32 @@ pub struct Config {
     pub pools: BTreeMap<String, Pool>,
     /// Routes, matched by host and longest path prefix.
     pub routes: Vec<Route>,
+    /// The admin listener (reload, readiness, counters); off when the section is absent.
+    #[serde(default)]
+    pub admin: Option<AdminSection>,
+}
+
+/// The admin listener: `POST /reload`, `GET /readyz`, `GET /healthz`, `GET /status`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// `ip:port` to bind; loopback by default, because `POST /reload` needs no credentials.
+    pub listen: String,
+}
+
+/// Where the admin listener binds when the section gives no address.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: DEFAULT_ADMIN_LISTEN.to_string(),
+        }
+    }
 }
 
 /// Pingora's own server settings, with defaults that suit an edge daemon.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     /// Worker threads of the proxy service.
@@ -39,7 +61,9 @@ pub struct ServerSection {
     pub upgrade_sock: PathBuf,
     /// Error log file when daemonized (stderr otherwise).
     pub error_log: Option<PathBuf>,
-    /// Seconds between the shutdown signal and the start of the final shutdown.
+    /// The drain deadline: seconds an old process keeps its connections after it stops
+    /// accepting (on SIGQUIT or SIGTERM). It exits as soon as none are left; at the deadline the
+    /// remaining ones (WebSockets, SSE) are closed.
     pub grace_period_seconds: u64,
     /// Seconds the final shutdown may take.
     pub graceful_shutdown_timeout_seconds: u64,
@@ -69,7 +93,7 @@ impl Default for ServerSection {
 }
 
 /// One listening address, optionally with TLS.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     /// `ip:port` to bind.
@@ -83,7 +107,7 @@ pub struct Listener {
 }
 
 /// Certificate and key for a TLS listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
     /// PEM certificate chain, leaf first.
@@ -127,7 +151,7 @@ pub enum HostHeader {
 }
 
 /// A named group of upstream endpoints.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     /// `signalr` or `app`.
@@ -150,7 +174,7 @@ pub struct Pool {
 }
 
 /// One upstream, as a URL or an ASRS connection string.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     /// Stable name used by the hash ring (defaults to the host name).
@@ -174,7 +198,7 @@ pub enum CheckKind {
 }
 
 /// Active health-check settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthCheck {
     /// `http` or `tcp`.
@@ -211,7 +235,7 @@ impl Default for HealthCheck {
 }
 
 /// Upstream timeouts. Defaults suit SignalR: pings every 15 s, long polls held up to 100 s.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// TCP (and TLS) connect.
@@ -240,7 +264,7 @@ impl Default for Timeouts {
 }
 
 /// Upstream TLS verification.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamTls {
     /// Verify the upstream certificate chain and name.
@@ -259,7 +283,7 @@ impl Default for UpstreamTls {
 }
 
 /// One route: optional host, path prefix, optional methods, and the pool they go to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// Match this `Host` only (case-insensitive, port ignored).

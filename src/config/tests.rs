@@ -227,3 +227,30 @@ fn load_names_the_file() {
     assert!(missing.to_string().contains("cannot read"), "{missing}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn admin_section_is_off_unless_given_and_defaults_to_loopback() {
+    assert_eq!(parse_str(GOOD).unwrap().admin, None);
+    let c = parse_str(&format!("{GOOD}admin: {{}}\n")).unwrap();
+    assert_eq!(c.admin.unwrap().listen, "127.0.0.1:9901");
+    let c = parse_str(&format!("{GOOD}admin: {{ listen: \"127.0.0.1:7777\" }}\n")).unwrap();
+    assert_eq!(c.admin.unwrap().listen, "127.0.0.1:7777");
+    let cases = [
+        (
+            "admin: { listen: nowhere }",
+            "admin.listen",
+            "not an ip:port",
+        ),
+        (
+            "admin: { listen: \"127.0.0.1:8080\" }",
+            "admin.listen",
+            "also a client listener",
+        ),
+        ("admin: { port: 1 }", "admin.port", "unknown field `port`"),
+    ];
+    for (section, path, msg) in cases {
+        let e = parse_str(&format!("{GOOD}{section}\n")).unwrap_err();
+        assert_eq!(e.path, path, "{section}: {e:?}");
+        assert!(e.message.contains(msg), "{section}: {e:?}");
+    }
+}

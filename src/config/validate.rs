@@ -127,6 +127,20 @@ pub fn validate(c: &Config) -> Result<(), PathError> {
             ));
         }
     }
+    if let Some(admin) = &c.admin {
+        let addr: SocketAddr = admin.listen.parse().map_err(|_| {
+            PathError::new(
+                "admin.listen",
+                format!("{:?} is not an ip:port address", admin.listen),
+            )
+        })?;
+        if seen.contains(&addr) {
+            return Err(PathError::new(
+                "admin.listen",
+                format!("{addr} is also a client listener"),
+            ));
+        }
+    }
     if c.pools.is_empty() {
         return Err(PathError::new("pools", "at least one pool is needed"));
     }

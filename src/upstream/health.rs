@@ -37,6 +37,12 @@ impl Health {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// Sets the state outright (the first probe of an endpoint a reload adds).
+    pub fn set(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+        self.streak.store(0, Ordering::Relaxed);
+    }
+
     /// Records one probe result; returns the new state when it flipped.
     pub fn record(
         &self,

@@ -31,6 +31,9 @@ pub enum Choice {
     ClientIp,
     /// Round robin (app pools, or no key at all).
     RoundRobin,
+    /// The token's `aud` named an endpoint a reload removed: only requests of connections it
+    /// already holds go there.
+    Retired,
 }
 
 impl Choice {
@@ -42,6 +45,7 @@ impl Choice {
             Choice::Signature => "signature",
             Choice::ClientIp => "client_ip",
             Choice::RoundRobin => "round_robin",
+            Choice::Retired => "retired",
         }
     }
 }
@@ -101,6 +105,11 @@ pub struct Pool {
     pub kind: PoolKind,
     /// Endpoints in config order (ring indexes refer to these).
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Endpoints earlier generations had and this one does not: no new connections, no health
+    /// checks, but requests of their existing connections (found by token audience) still go
+    /// there, so a reload does not break a long-polling client or a connect in flight.
+    /// Indexes past `endpoints` refer to these.
+    pub retired: Vec<Arc<Endpoint>>,
     /// What `Host` goes upstream.
     pub host_header: HostHeader,
     rules: Vec<AffinityRule>,
@@ -144,6 +153,14 @@ impl Pool {
             }
             endpoints.push(Arc::new(ep));
         }
+        let retired = previous.map_or_else(Vec::new, |p| {
+            p.endpoints
+                .iter()
+                .chain(&p.retired)
+                .filter(|o| !endpoints.iter().any(|e| e.name == o.name))
+                .cloned()
+                .collect()
+        });
         let names: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
         let ring = Ring::new(&names);
         let rules = match cfg.kind {
@@ -161,6 +178,7 @@ impl Pool {
             name: name.to_string(),
             kind: cfg.kind,
             endpoints,
+            retired,
             host_header,
             rules,
             ring,
@@ -207,8 +225,34 @@ impl Pool {
             if picked.is_some() {
                 return picked;
             }
+            if *rule == AffinityRule::Audience && input.existing_connection {
+                if let Some(i) = self.retired_audience(input) {
+                    return Some((self.endpoints.len() + i, Choice::Retired));
+                }
+            }
         }
         self.round_robin().map(|i| (i, Choice::RoundRobin))
+    }
+
+    /// The endpoint of index `i` as `choose` returns it (retired ones follow the active ones).
+    pub fn endpoint(&self, i: usize) -> Option<&Arc<Endpoint>> {
+        self.endpoints
+            .get(i)
+            .or_else(|| self.retired.get(i.checked_sub(self.endpoints.len())?))
+    }
+
+    /// The retired endpoint the token's audience names. Its health is not checked any more:
+    /// the token is valid there only, so any other choice fails for sure.
+    fn retired_audience(&self, input: &AffinityInput<'_>) -> Option<usize> {
+        if self.retired.is_empty() {
+            return None;
+        }
+        with_audience_host(input.token.as_deref()?, |host| {
+            self.retired
+                .iter()
+                .position(|e| e.host.eq_ignore_ascii_case(host))
+        })
+        .flatten()
     }
 
     /// The next healthy endpoint in turn.

@@ -79,3 +79,44 @@ fn health_state_survives_recompiling_an_unchanged_endpoint() {
     assert!(!new.endpoints[2].is_healthy());
     assert!(new.endpoints[0].is_healthy());
 }
+
+fn recompile(yaml: &str, previous: &Pool) -> Pool {
+    let cfg: config::Pool = serde_yaml::from_str(yaml).unwrap();
+    Pool::compile("p", &cfg, Some(previous)).unwrap()
+}
+
+#[test]
+fn removed_endpoints_serve_only_their_existing_connections() {
+    let two = "kind: signalr
+endpoints:
+  - { url: https://a.example, address: 127.0.0.1:1 }
+  - { url: https://b.example, address: 127.0.0.1:2 }";
+    let old = pool(SIGNALR);
+    let new = recompile(two, &old);
+    let names: Vec<&str> = new.retired.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["c.example"]);
+    let auth = format!("Bearer {}", token_for("c.example"));
+    // A connect or long poll of a connection c holds still reaches c.
+    let existing = AffinityInput::new(
+        Some("asrs_request_id=x&id=conn"),
+        Some(auth.as_bytes()),
+        None,
+    );
+    let (i, rule) = new.choose(&existing).unwrap();
+    assert_eq!((i, rule), (2, Choice::Retired));
+    assert_eq!(new.endpoint(i).unwrap().name, "c.example");
+    assert!(Arc::ptr_eq(new.endpoint(i).unwrap(), &old.endpoints[2]));
+    // A negotiate (a new connection) follows the new config.
+    let fresh = AffinityInput::new(Some("asrs_request_id=x"), Some(auth.as_bytes()), None);
+    let (i, rule) = new.choose(&fresh).unwrap();
+    assert!(i < 2 && rule == Choice::RequestId, "{i} {rule}");
+    // Retired endpoints stay retired over later reloads, and come back when configured again.
+    let one = "kind: signalr\nendpoints: [{ url: https://a.example, address: 127.0.0.1:1 }]";
+    let newer = recompile(one, &new);
+    let names: Vec<&str> = newer.retired.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["b.example", "c.example"]);
+    assert_eq!(newer.endpoint(5).map(|e| e.name.as_str()), None);
+    let back = recompile(SIGNALR, &newer);
+    assert!(back.retired.is_empty());
+    assert_eq!(back.choose(&existing), Some((2, Choice::Audience)));
+}

@@ -2,6 +2,8 @@
 //! tokens and a minimal SignalR client. Everything runs on 127.0.0.1 and is stopped on drop.
 #![allow(dead_code)]
 
+pub mod clients;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -81,14 +83,7 @@ impl Edge {
     }
 
     fn spawn(args: &[&std::ffi::OsStr], port: u16, dir: TempDir) -> Edge {
-        let log = std::fs::File::create(dir.0.join("edge.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_signalr-edge"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = spawn_edge(args, &dir.0.join("edge.log"));
         Edge { child, port, dir }
     }
 
@@ -108,8 +103,7 @@ impl Edge {
 
     /// Sends SIGINT (Ctrl-C) and returns the exit status, failing after 10 s.
     pub fn interrupt(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        send_signal(self.child.id(), "INT");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -130,6 +124,217 @@ impl Edge {
 }
 
 impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the `signalr-edge` binary with `args`, logging to `log`.
+pub fn spawn_edge(args: &[&std::ffi::OsStr], log: &Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_signalr-edge"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Sends a signal (`HUP`, `QUIT`, `TERM`, `INT`) to a process.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, failing with `what` after `limit`.
+pub async fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An edge installation: one directory with the config file, pid file and upgrade socket, in
+/// which processes follow one another (graceful upgrade), each with its own log.
+pub struct EdgeSite {
+    pub dir: TempDir,
+    pub port: u16,
+    pub admin_port: u16,
+}
+
+impl EdgeSite {
+    pub fn new() -> EdgeSite {
+        EdgeSite {
+            dir: TempDir::new("site"),
+            port: free_port(),
+            admin_port: free_port(),
+        }
+    }
+
+    pub fn conf(&self) -> PathBuf {
+        self.dir.0.join("edge.yaml")
+    }
+
+    /// The whole config file for `body` (pools and routes) with `grace` as drain deadline.
+    pub fn text(&self, body: &str, grace: u64) -> String {
+        format!(
+            "server:\n  pid_file: {d}/edge.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: {grace}\n  graceful_shutdown_timeout_seconds: 1\nlisteners:\n  - address: 127.0.0.1:{port}\nadmin:\n  listen: 127.0.0.1:{admin}\n{body}",
+            d = self.dir.0.display(),
+            port = self.port,
+            admin = self.admin_port,
+        )
+    }
+
+    /// Writes the config file.
+    pub fn write(&self, body: &str, grace: u64) {
+        std::fs::write(self.conf(), self.text(body, grace)).unwrap();
+    }
+
+    /// Starts a process on the current file (`-u`: taking the listeners over), logging to
+    /// `<name>.log`. Callers wait for it themselves.
+    pub fn spawn(&self, name: &str, upgrade: bool) -> EdgeProcess {
+        let conf = self.conf();
+        let mut args: Vec<&std::ffi::OsStr> = vec!["-c".as_ref(), conf.as_os_str()];
+        if upgrade {
+            args.push("-u".as_ref());
+        }
+        let log = self.dir.0.join(format!("{name}.log"));
+        let child = spawn_edge(&args, &log);
+        EdgeProcess {
+            child,
+            name: name.to_string(),
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// Waits until `/readyz` answers 200 (the process holds its listeners), failing if `p`
+    /// exits or after 20 s.
+    pub async fn wait_ready(&self, p: &mut EdgeProcess) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            p.assert_running();
+            if let Ok(r) = http().get(self.admin_url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready: {}",
+                p.name,
+                p.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `GET /status` of whichever process owns the admin socket.
+    pub async fn status(&self) -> serde_json::Value {
+        http()
+            .get(self.admin_url("/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `POST /reload`: the status code and the report.
+    pub async fn reload(&self) -> (u16, serde_json::Value) {
+        let r = http().post(self.admin_url("/reload")).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+}
+
+/// One `signalr-edge` process of an `EdgeSite`, killed on drop.
+pub struct EdgeProcess {
+    child: Child,
+    pub name: String,
+    log: PathBuf,
+}
+
+impl EdgeProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether it exited (and its status).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Fails with the log if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.exited() {
+            panic!("{} exited ({status}): {}", self.name, self.log());
+        }
+    }
+
+    /// Waits until its log contains `line`.
+    pub async fn wait_log(&mut self, line: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log().contains(line) {
+            self.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {line:?} within {limit:?}: {}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the exit; returns when it happened.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Instant {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exited() {
+                assert!(
+                    status.success(),
+                    "{} exited with {status}: {}",
+                    self.name,
+                    self.log()
+                );
+                return Instant::now();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still running after {limit:?}: {}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for EdgeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

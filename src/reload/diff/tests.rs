@@ -1,0 +1,120 @@
+use std::path::Path;
+
+use super::*;
+
+const OLD: &str = r#"
+listeners: [{ address: "127.0.0.1:8080" }]
+pools:
+  signalr:
+    kind: signalr
+    endpoints:
+      - { url: http://a.example, address: "127.0.0.1:1" }
+      - { url: http://b.example, address: "127.0.0.1:2" }
+      - { url: http://c.example, address: "127.0.0.1:3" }
+  app:
+    kind: app
+    endpoints: [{ url: "http://127.0.0.1:5000" }]
+  old:
+    kind: app
+    endpoints: [{ url: "http://127.0.0.1:5001" }]
+routes:
+  - { path: /client/, pool: signalr }
+  - { path: /, pool: app, methods: [get, POST] }
+  - { path: /old/, pool: old }
+"#;
+
+const NEW: &str = r#"
+listeners: [{ address: "127.0.0.1:8080" }]
+trusted_proxies: [10.0.0.0/8]
+pools:
+  signalr:
+    kind: signalr
+    endpoints:
+      - { url: http://a.example, address: "127.0.0.1:1" }
+      - { url: http://b.example, address: "127.0.0.1:22" }
+      - { url: http://d.example, address: "127.0.0.1:4" }
+  app:
+    kind: app
+    endpoints: [{ url: "http://127.0.0.1:5000" }]
+    timeouts: { read: 10s }
+  fresh:
+    kind: app
+    endpoints: [{ url: "http://127.0.0.1:5002" }]
+routes:
+  - { path: /client/, pool: signalr }
+  - { path: /, pool: app, methods: [POST, GET] }
+  - { host: Example.com, path: /fresh/, pool: fresh }
+"#;
+
+fn compiled(yaml: &str, previous: Option<&Runtime>) -> (Config, Runtime) {
+    let cfg = config::parse_str(yaml).unwrap();
+    let rt = Runtime::compile(&cfg, Path::new("t.yaml"), previous).unwrap();
+    (cfg, rt)
+}
+
+#[test]
+fn changes_name_pools_endpoints_and_routes() {
+    let (oc, or) = compiled(OLD, None);
+    let (nc, nr) = compiled(NEW, Some(&or));
+    let c = Changes::between(&oc, &or, &nc, &nr);
+    assert_eq!(c.pools_added, ["fresh"]);
+    assert_eq!(c.pools_removed, ["old"]);
+    assert_eq!(c.pools_changed, ["app"]);
+    assert_eq!(c.endpoints_added, ["signalr/d.example (127.0.0.1:4)"]);
+    assert_eq!(c.endpoints_removed, ["signalr/c.example"]);
+    assert_eq!(
+        c.endpoints_changed,
+        ["signalr/b.example (http://b.example@127.0.0.1:2 -> http://b.example@127.0.0.1:22)"]
+    );
+    // Method order and case do not make a route new.
+    assert_eq!(c.routes_added, ["example.com/fresh/ -> fresh"]);
+    assert_eq!(c.routes_removed, ["/old/ -> old"]);
+    assert!(c.trusted_proxies_changed);
+    assert!(c.certificates_changed.is_empty());
+    assert_eq!(
+        c.to_string(),
+        "pools +fresh -old ~app; endpoints +signalr/d.example (127.0.0.1:4) -signalr/c.example \
+         ~signalr/b.example (http://b.example@127.0.0.1:2 -> http://b.example@127.0.0.1:22); \
+         routes +example.com/fresh/ -> fresh -/old/ -> old; trusted_proxies changed"
+    );
+    assert_eq!(nr.generation, 2);
+}
+
+#[test]
+fn the_same_file_changes_nothing() {
+    let (oc, or) = compiled(OLD, None);
+    let (nc, nr) = compiled(OLD, Some(&or));
+    let c = Changes::between(&oc, &or, &nc, &nr);
+    assert!(c.is_empty());
+    assert_eq!(c.to_string(), "nothing changed");
+}
+
+#[test]
+fn sockets_threads_and_admin_need_an_upgrade() {
+    let old = config::parse_str(OLD).unwrap();
+    assert!(upgrade_only_changes(&old, &old).is_empty());
+    let mut new = old.clone();
+    new.listeners[0].address = "127.0.0.1:8081".into();
+    new.server.threads = 4;
+    new.admin = Some(config::AdminSection::default());
+    assert_eq!(
+        upgrade_only_changes(&old, &new),
+        ["server.threads", "listeners[0].address", "admin"]
+    );
+    let mut new = old.clone();
+    new.listeners[0].tls = Some(config::ListenerTls {
+        cert: "c.pem".into(),
+        key: "k.pem".into(),
+    });
+    assert_eq!(upgrade_only_changes(&old, &new), ["listeners[0].tls"]);
+    // Other certificate files for a TLS listener are fine.
+    let mut newer = new.clone();
+    newer.listeners[0].tls = Some(config::ListenerTls {
+        cert: "c2.pem".into(),
+        key: "k2.pem".into(),
+    });
+    assert!(upgrade_only_changes(&new, &newer).is_empty());
+    let mut more = old.clone();
+    more.listeners.push(old.listeners[0].clone());
+    assert_eq!(upgrade_only_changes(&old, &more), ["listeners"]);
+}
