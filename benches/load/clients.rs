@@ -147,6 +147,8 @@ impl Client {
 struct Response {
     status: u16,
     body: BytesMut,
+    /// The server will close the connection (`Connection: close`).
+    close: bool,
 }
 
 /// A keep-alive HTTP/1.1 connection with its read buffer.
@@ -176,8 +178,9 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads a response head; returns status, content length (None: chunked or to EOF).
-    async fn head(&mut self) -> std::io::Result<(u16, Option<usize>, bool)> {
+    /// Reads a response head; returns status, content length (None: chunked or to EOF), whether
+    /// it is chunked, and whether the server closes the connection after it.
+    async fn head(&mut self) -> std::io::Result<(u16, Option<usize>, bool, bool)> {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut resp = httparse::Response::new(&mut headers);
@@ -186,6 +189,7 @@ impl Conn {
                     let status = resp.code.unwrap_or(0);
                     let mut length = None;
                     let mut chunked = false;
+                    let mut close = false;
                     for h in resp.headers.iter() {
                         if h.name.eq_ignore_ascii_case("content-length") {
                             length = std::str::from_utf8(h.value)
@@ -193,10 +197,12 @@ impl Conn {
                                 .and_then(|v| v.trim().parse().ok());
                         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                             chunked = h.value.eq_ignore_ascii_case(b"chunked");
+                        } else if h.name.eq_ignore_ascii_case("connection") {
+                            close = h.value.eq_ignore_ascii_case(b"close");
                         }
                     }
                     self.buf.advance(len);
-                    return Ok((status, length, chunked));
+                    return Ok((status, length, chunked, close));
                 }
                 Ok(httparse::Status::Partial) => self.fill().await?,
                 Err(e) => return Err(std::io::Error::other(e.to_string())),
@@ -227,7 +233,7 @@ impl Conn {
     }
 
     async fn response(&mut self) -> std::io::Result<Response> {
-        let (status, length, chunked) = self.head().await?;
+        let (status, length, chunked, close) = self.head().await?;
         let body = if chunked {
             let mut body = BytesMut::new();
             loop {
@@ -245,7 +251,11 @@ impl Conn {
             }
             self.buf.split_to(len)
         };
-        Ok(Response { status, body })
+        Ok(Response {
+            status,
+            body,
+            close,
+        })
     }
 
     async fn send(&mut self, req: &[u8]) -> std::io::Result<()> {
@@ -289,6 +299,10 @@ pub async fn negotiate(client: &Client, conns: usize, dur: Duration, new_conn: b
                         Ok(r) if r.status == 200 => {
                             record(&mut out.hist, t0);
                             out.ok += 1;
+                            // A server may end keep-alive (nginx does after keepalive_requests).
+                            if r.close {
+                                conn = None;
+                            }
                         }
                         Ok(r) => out.fail(format!("status {}", r.status)),
                         Err(e) => {
@@ -532,7 +546,7 @@ async fn sse_stream(
         client.host
     );
     c.send(req.as_bytes()).await?;
-    let (status, _, chunked) = c.head().await?;
+    let (status, _, chunked, _) = c.head().await?;
     if status != 200 || !chunked {
         return Err(std::io::Error::other(format!(
             "SSE answered {status} (chunked: {chunked})"
@@ -584,6 +598,9 @@ async fn long_poll(
             return Err(std::io::Error::other(format!("poll answered {}", r.status)));
         }
         record_stamp(out, &r.body);
+        if r.close {
+            c = Conn::new(client.connect().await?);
+        }
     }
     Ok(())
 }

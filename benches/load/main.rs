@@ -65,6 +65,7 @@ const SMOKE: Sizes = Sizes {
 /// The scenarios, in report order.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Scenario {
+    NegotiateLatency,
     NegotiateKeepAlive,
     NegotiateNewConn,
     ConnectStorm,
@@ -74,7 +75,8 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
+    const ALL: [Scenario; 7] = [
+        Scenario::NegotiateLatency,
         Scenario::NegotiateKeepAlive,
         Scenario::NegotiateNewConn,
         Scenario::ConnectStorm,
@@ -85,6 +87,7 @@ impl Scenario {
 
     fn name(self) -> &'static str {
         match self {
+            Scenario::NegotiateLatency => "negotiate-latency",
             Scenario::NegotiateKeepAlive => "negotiate-keepalive",
             Scenario::NegotiateNewConn => "negotiate-new-conn",
             Scenario::ConnectStorm => "connect-storm",
@@ -96,6 +99,10 @@ impl Scenario {
 
     fn describe(self, s: &Sizes) -> String {
         match self {
+            Scenario::NegotiateLatency => format!(
+                "One client sends negotiates one after another on one keep-alive connection for {:?}: the latency the system adds, without queueing.",
+                s.run
+            ),
             Scenario::NegotiateKeepAlive => format!(
                 "POST /client/negotiate with a bearer token and a random asrs_request_id, {} keep-alive connections in a closed loop for {:?}.",
                 s.negotiate_conns, s.run
@@ -206,7 +213,8 @@ fn main() {
     };
     let nofile = procfs::raise_nofile();
     // Proxies get core 0; the generator and the upstream share core 1.
-    let (proxy_cpu, rest_cpu) = if procfs::cpus() >= 2 {
+    let cpus = procfs::cpus();
+    let (proxy_cpu, rest_cpu) = if cpus >= 2 {
         (Some(0), Some(1))
     } else {
         (None, None)
@@ -215,8 +223,7 @@ fn main() {
         procfs::pin_self(cpu);
     }
     let mut notes = vec![format!(
-        "{} CPUs; open-file limit {nofile}; proxy pinned to {}, generator and upstream to {}.",
-        procfs::cpus(),
+        "{cpus} CPUs; open-file limit {nofile}; proxy pinned to {}, generator and upstream to {}.",
         proxy_cpu.map_or("any core".into(), |c| format!("core {c}")),
         rest_cpu.map_or("any core".into(), |c| format!("core {c}")),
     )];
@@ -323,9 +330,14 @@ async fn measure(
     let t0 = Instant::now();
     let mut metrics = Vec::new();
     let (outcome, units): (Outcome, f64) = match scenario {
-        Scenario::NegotiateKeepAlive | Scenario::NegotiateNewConn => {
+        Scenario::NegotiateLatency | Scenario::NegotiateKeepAlive | Scenario::NegotiateNewConn => {
             let new_conn = scenario == Scenario::NegotiateNewConn;
-            let out = clients::negotiate(&client, s.negotiate_conns, s.run, new_conn).await;
+            let conns = if scenario == Scenario::NegotiateLatency {
+                1
+            } else {
+                s.negotiate_conns
+            };
+            let out = clients::negotiate(&client, conns, s.run, new_conn).await;
             let secs = out.elapsed.as_secs_f64();
             metrics.push(Metric::new("req/s", out.ok as f64 / secs, true));
             latency(&mut metrics, &out.hist, "");
@@ -390,7 +402,9 @@ async fn measure(
     let after = (cpu(pids.0), cpu(Some(pids.1)), cpu(Some(pids.2)));
     if pids.0.is_some() && units > 0.0 {
         let unit = match scenario {
-            Scenario::NegotiateKeepAlive | Scenario::NegotiateNewConn => "req",
+            Scenario::NegotiateLatency
+            | Scenario::NegotiateKeepAlive
+            | Scenario::NegotiateNewConn => "req",
             Scenario::ConnectStorm => "conn",
             _ => "msg",
         };
