@@ -72,9 +72,14 @@ fn bearer(h: &[u8]) -> Option<&str> {
 
 /// The signature part of a JWT (`header.payload.signature`), if it has three non-empty parts.
 pub fn token_signature(token: &str) -> Option<&str> {
+    jwt_parts(token).map(|(_, s)| s)
+}
+
+/// Payload and signature of a JWT with three parts, the last two non-empty.
+fn jwt_parts(token: &str) -> Option<(&str, &str)> {
     let mut parts = token.split('.');
     let (_h, p, s) = (parts.next()?, parts.next()?, parts.next()?);
-    (parts.next().is_none() && !p.is_empty() && !s.is_empty()).then_some(s)
+    (parts.next().is_none() && !p.is_empty() && !s.is_empty()).then_some((p, s))
 }
 
 #[derive(Deserialize)]
@@ -98,8 +103,7 @@ pub fn token_audience_host(token: &str) -> Option<String> {
 /// Calls `f` with the host of the token's (first) `aud` URL, as written (compare it ignoring
 /// ASCII case). Allocation-free for tokens up to 1 KiB: it runs on every SignalR request.
 pub fn with_audience_host<R>(token: &str, f: impl FnOnce(&str) -> R) -> Option<R> {
-    token_signature(token)?;
-    let payload = token.split('.').nth(1)?.trim_end_matches('=');
+    let payload = jwt_parts(token)?.0.trim_end_matches('=');
     let mut stack = [0u8; 1024];
     let mut heap = Vec::new();
     let buf: &mut [u8] = if base64::decoded_len_estimate(payload.len()) <= stack.len() {

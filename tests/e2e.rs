@@ -153,6 +153,26 @@ async fn official_client_sticks_by_fallbacks_without_request_id() {
     run_clients(&s, 30, "no-request-id", "signature").await;
 }
 
+/// Polls until a token for instance b does (or no longer does) reach b through the edge, i.e.
+/// until the edge's health check has seen b's switch.
+async fn wait_for_b(s: &Setup, reaches: bool) {
+    let (client, token_b) = (http(), token("key-b", "b.service.signalr.net", "chat"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while (negotiate(&client, &s.base, "hub=chat&asrs_request_id=x", &token_b)
+        .await
+        .instance
+        == "b")
+        != reaches
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b {} traffic after 10 s",
+            if reaches { "gets no" } else { "still gets" }
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unhealthy_instance_gets_no_new_official_clients() {
     let instances = vec![
@@ -163,37 +183,14 @@ async fn unhealthy_instance_gets_no_new_official_clients() {
     let s = setup(instances, app(false, None)).await;
     let b = &s.em.instances[1];
     b.state.set_healthy(false);
-    // Wait (by polling) until the edge has seen b's probe fail: a token for b then no longer
-    // reaches b, whatever the request id.
-    let client = http();
-    let token_b = token("key-b", "b.service.signalr.net", "chat");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while negotiate(&client, &s.base, "hub=chat&asrs_request_id=x", &token_b)
-        .await
-        .instance
-        == "b"
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "b still receives traffic"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_b(&s, false).await;
     let before = b.state.negotiations();
     let stdout = run_clients(&s, 30, "", "audience").await;
     assert_eq!(b.state.negotiations(), before, "b negotiated new clients");
     assert!(!stdout.contains("\"b\":"), "a client landed on b: {stdout}");
     // Back up: b takes new clients again.
     b.state.set_healthy(true);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while negotiate(&client, &s.base, "hub=chat&asrs_request_id=x", &token_b)
-        .await
-        .instance
-        != "b"
-    {
-        assert!(tokio::time::Instant::now() < deadline, "b never came back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_b(&s, true).await;
     let stdout = run_clients(&s, 30, "", "audience").await;
     assert!(stdout.contains("\"b\":"), "no client landed on b: {stdout}");
 }

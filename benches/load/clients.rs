@@ -318,12 +318,7 @@ pub async fn negotiate(client: &Client, conns: usize, dur: Duration, new_conn: b
             })
         })
         .collect();
-    let mut total = Outcome::new();
-    for t in tasks {
-        if let Ok(o) = t.await {
-            total.merge(o);
-        }
-    }
+    let mut total = merged(tasks).await;
     total.elapsed = start.elapsed();
     total
 }
@@ -464,11 +459,7 @@ pub async fn echo(client: &Client, conns: usize, dur: Duration) -> Outcome {
             })
         })
         .collect();
-    for t in tasks {
-        if let Ok(o) = t.await {
-            total.merge(o);
-        }
-    }
+    total.merge(merged(tasks).await);
     total.elapsed = start.elapsed();
     total
 }
@@ -478,45 +469,39 @@ pub async fn echo(client: &Client, conns: usize, dur: Duration) -> Outcome {
 pub async fn push(client: &Client, sse: usize, lp: usize, dur: Duration) -> (Outcome, Outcome) {
     let start = Instant::now();
     let deadline = start + dur;
-    let sse_tasks: Vec<_> = (0..sse as u64)
-        .map(|n| {
-            let client = client.clone();
-            tokio::task::spawn_local(async move {
-                let mut out = Outcome::new();
-                if let Err(e) = sse_stream(&client, n, deadline, &mut out).await {
-                    out.fail(e);
-                }
-                out
-            })
+    let spawn = |n: u64, sse: bool| {
+        let client = client.clone();
+        tokio::task::spawn_local(async move {
+            let mut out = Outcome::new();
+            let run = if sse {
+                sse_stream(&client, n, deadline, &mut out).await
+            } else {
+                long_poll(&client, n, deadline, &mut out).await
+            };
+            if let Err(e) = run {
+                out.fail(e);
+            }
+            out
         })
-        .collect();
-    let lp_tasks: Vec<_> = (0..lp as u64)
-        .map(|n| {
-            let client = client.clone();
-            tokio::task::spawn_local(async move {
-                let mut out = Outcome::new();
-                if let Err(e) = long_poll(&client, n, deadline, &mut out).await {
-                    out.fail(e);
-                }
-                out
-            })
-        })
-        .collect();
-    let mut s = Outcome::new();
-    for t in sse_tasks {
-        if let Ok(o) = t.await {
-            s.merge(o);
-        }
-    }
-    let mut l = Outcome::new();
-    for t in lp_tasks {
-        if let Ok(o) = t.await {
-            l.merge(o);
-        }
-    }
+    };
+    let sse_tasks: Vec<_> = (0..sse as u64).map(|n| spawn(n, true)).collect();
+    let lp_tasks: Vec<_> = (0..lp as u64).map(|n| spawn(n, false)).collect();
+    let mut s = merged(sse_tasks).await;
+    let mut l = merged(lp_tasks).await;
     s.elapsed = start.elapsed();
     l.elapsed = s.elapsed;
     (s, l)
+}
+
+/// The clients' outcomes added up (a task that panicked counts nothing).
+async fn merged(tasks: Vec<tokio::task::JoinHandle<Outcome>>) -> Outcome {
+    let mut total = Outcome::new();
+    for t in tasks {
+        if let Ok(o) = t.await {
+            total.merge(o);
+        }
+    }
+    total
 }
 
 fn record_stamp(out: &mut Outcome, stamp: &[u8]) {
