@@ -6,10 +6,9 @@ cd "$(dirname "$0")"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# cmake: Pingora builds zlib-ng with it. chromium: the demo page's browser test. nginx and
+# chromium: the demo page's browser test. nginx and
 # haproxy: the load harness's smoke pass runs its peer configs.
 need=()
-command -v cmake >/dev/null 2>&1 || need+=(cmake)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -x /usr/sbin/haproxy ] || need+=(haproxy)
@@ -22,6 +21,9 @@ export SIGNALR_EDGE_REQUIRE_BROWSER=1
 
 # The official SignalR client for the end-to-end tests, pinned by tests/e2e/package-lock.json.
 (cd tests/e2e && npm ci --no-audit --no-fund)
+
+# vendor/ must be exactly Pingora's published crates plus our numbered patches.
+vendor/sync.sh check
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
