@@ -324,9 +324,13 @@ where
                 },
 
                 body = rx.recv(), if !request_done => {
+                    // The end of the request's own body (a plain `Body` task) may arrive after the
+                    // upstream's 101 was read. It ends the request message, not the tunnel: only
+                    // the end of the upgraded body does that (pingora#946).
+                    let pre_upgrade_body = matches!(body, Some(HttpTask::Body(..)));
                     match send_body_to1(client_session, body).await {
                         Ok(send_done) => {
-                            request_done = send_done;
+                            request_done = send_done && !(upgraded && pre_upgrade_body);
                             // An upgraded request is terminated when either side is done
                             if request_done && client_session.was_upgraded() {
                                 response_done = true;
