@@ -140,6 +140,12 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
+    fn upgraded_tunnel(&self, _session: &Session, _ctx: &RequestCtx) -> bool {
+        // WebSockets go through as raw bytes: no body filter of ours needs to see them, both
+        // directions then flow independently and an idle tunnel holds no buffers (patch 0003).
+        true
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         // Formatting the line costs more than the rest of our per-request work: skip it when off.
         if !log::log_enabled!(target: access_log::TARGET, log::Level::Info) {

@@ -18,6 +18,7 @@ use futures::StreamExt;
 use super::*;
 use crate::proxy_cache::{range_filter::RangeBodyFilter, ServeFromCache};
 use crate::proxy_common::*;
+use crate::tunnel;
 use pingora_cache::CachePhase;
 use pingora_core::protocols::http::{
     authority::{raw_target_authority, validate_request_authority},
@@ -114,6 +115,10 @@ where
         }
 
         session.set_upstream_h1_upgrade_request_status(is_h1_upgrade_req(&req));
+        let raw_tunnel = is_h1_upgrade_req(&req)
+            && session.downstream_session.as_http1().is_some()
+            && session.as_mut().is_body_empty()
+            && self.inner.upgraded_tunnel(session, ctx);
 
         session.upstream_compression.request_filter(&req);
 
@@ -158,9 +163,33 @@ where
                 &mut downstream_custom_message_writer,
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
+                raw_tunnel,
             ),
-            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state),
+            self.proxy_handle_upstream(
+                client_session,
+                tx_upstream,
+                rx_downstream,
+                pipe_state,
+                raw_tunnel
+            ),
         );
+
+        // Both halves stopped right after forwarding the 101: carry the rest as raw bytes.
+        if raw_tunnel && ret.is_ok() && client_session.was_upgraded() {
+            let read_timeout = client_session.read_timeout;
+            if let (Some((down, down_prefix)), Some((up, up_prefix))) = (
+                session
+                    .downstream_session
+                    .as_http1_mut()
+                    .and_then(|s| s.upgraded_stream()),
+                client_session.upgraded_stream(),
+            ) {
+                return match tunnel::run(down, down_prefix, up, up_prefix, read_timeout).await {
+                    Ok(_) => (false, false, None),
+                    Err(e) => (false, false, Some(e)),
+                };
+            }
+        }
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
             if let Some(downstream_custom_message_writer) = downstream_custom_message_writer {
@@ -251,6 +280,7 @@ where
         tx: mpsc::Sender<HttpTask>,
         mut rx: mpsc::Receiver<HttpTask>,
         pipe_state: Arc<AtomicU8>,
+        raw_tunnel: bool,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -278,6 +308,12 @@ where
                                 }
                             }
                             let type_str = task.type_str();
+                            if upgraded && raw_tunnel {
+                                // Hand the 101 over and stop: the caller tunnels the rest.
+                                return tx.send(task).await
+                                    .or_err(InternalError, "sending 101 to pipe")
+                                    .map(|_| false);
+                            }
                             let result = tx.send(task)
                                 .await.or_err_with(
                                     InternalError,
@@ -456,6 +492,7 @@ where
             Box<dyn futures::Stream<Item = Result<Bytes>> + Unpin + Send + Sync + 'static>,
         >,
         pipe_state: Arc<AtomicU8>,
+        raw_tunnel: bool,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -661,6 +698,12 @@ where
                             // nothing sent downstream e.g. serve_from_cache
                             continue;
                         };
+                        if raw_tunnel && !upgraded && session.was_upgraded() {
+                            // The 101 is written: stop before reading upgraded bytes, the caller
+                            // tunnels them.
+                            pipe_state.store(PipeState::DownstreamComplete as u8, Ordering::Release);
+                            return Ok(false);
+                        }
                         if !upgraded && session.was_upgraded() && downstream_state.can_poll() {
                             // TODO: write can happen async now
                             // just upgraded, the downstream state should be reset to continue to

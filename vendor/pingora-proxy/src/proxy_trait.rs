@@ -543,6 +543,17 @@ pub trait ProxyHttp {
     ) {
     }
 
+    /// Whether an upgraded HTTP/1.1 connection (e.g. a WebSocket) is carried as a raw byte tunnel
+    /// once the upstream's 101 has been forwarded downstream.
+    ///
+    /// In the tunnel both directions stream independently and buffers are held only while bytes
+    /// are in flight; the request and response body filters are not called for upgraded bytes.
+    /// Only upgrade requests without a body from HTTP/1.x downstreams are tunneled. The default,
+    /// `false`, keeps passing upgraded bytes through the body filters.
+    fn upgraded_tunnel(&self, _session: &Session, _ctx: &Self::CTX) -> bool {
+        false
+    }
+
     /// A value of true means that the log message will be suppressed. The default value is false.
     ///
     /// See also: [`Self::suppress_proxy_warn_log`].

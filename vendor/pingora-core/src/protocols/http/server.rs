@@ -718,6 +718,16 @@ impl Session {
         }
     }
 
+    /// Return the mutable HTTP/1.x session, if this is one.
+    pub fn as_http1_mut(&mut self) -> Option<&mut SessionV1> {
+        match self {
+            Self::H1(s) => Some(s),
+            Self::H2(_) => None,
+            Self::Subrequest(_) => None,
+            Self::Custom(_) => None,
+        }
+    }
+
     pub fn as_http2(&self) -> Option<&SessionV2> {
         match self {
             Self::H1(_) => None,

@@ -316,6 +316,20 @@ impl BodyReader {
         self.get_body_overread().is_some_and(|b| !b.is_empty())
     }
 
+    /// Take the buffered bytes that no read has returned yet and release the body buffer.
+    ///
+    /// For handing an upgraded connection over to a raw tunnel before any upgraded body was
+    /// read: the returned bytes are the first ones of the upgraded stream.
+    pub fn take_unread_buf(&mut self) -> Option<BytesMut> {
+        let n = std::mem::take(&mut self.rewind_buf_len);
+        let mut buf = self.body_buf.take()?;
+        if n == 0 {
+            return None;
+        }
+        buf.truncate(n);
+        Some(buf)
+    }
+
     /// Take ownership of the overread bytes, leaving `None` in their place.
     ///
     /// Overread bytes are bytes that were read from the stream but are beyond the

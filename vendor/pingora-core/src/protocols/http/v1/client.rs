@@ -652,6 +652,17 @@ impl HttpSession {
         let _ = self.underlying_stream.shutdown().await;
     }
 
+    /// After a successful upgrade, and before any upgraded body was read through this session,
+    /// hand the connection over to a raw tunnel: the stream, and the upgraded bytes already read
+    /// from it. The body buffer is released. `None` if this session was not upgraded.
+    pub fn upgraded_stream(&mut self) -> Option<(&mut Stream, Option<BytesMut>)> {
+        if !self.upgraded {
+            return None;
+        }
+        let unread = self.body_reader.take_unread_buf();
+        Some((&mut self.underlying_stream, unread))
+    }
+
     /// Consume `self`, if the connection can be reused, the underlying stream will be returned.
     /// The returned connection can be kept in a connection pool so that next time the same
     /// server is being contacted. A new client session can be created via [`Self::new()`].

@@ -1752,6 +1752,17 @@ impl HttpSession {
     pub fn into_inner(self) -> Stream {
         self.underlying_stream
     }
+
+    /// After a successful upgrade, and before any upgraded body was read through this session,
+    /// hand the connection over to a raw tunnel: the stream, and the upgraded bytes already read
+    /// from it. The body buffer is released. `None` if this session was not upgraded.
+    pub fn upgraded_stream(&mut self) -> Option<(&mut Stream, Option<BytesMut>)> {
+        if !self.upgraded {
+            return None;
+        }
+        let unread = self.body_reader.take_unread_buf();
+        Some((&mut self.underlying_stream, unread))
+    }
 }
 
 // Regex to parse request line that has illegal chars in it
