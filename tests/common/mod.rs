@@ -59,9 +59,14 @@ impl Edge {
 
     /// Like `start`, on a chosen port (for upstreams that must know the edge's URL first).
     pub fn start_on(port: u16, body: &str) -> Edge {
+        Edge::start_with(port, "", body)
+    }
+
+    /// Like `start_on`, with `server` lines (each `  key: value\n`) added to the server section.
+    pub fn start_with(port: u16, server: &str, body: &str) -> Edge {
         let dir = TempDir::new("edge");
         let conf = format!(
-            "server:\n  pid_file: {d}/edge.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\nlisteners:\n  - address: 127.0.0.1:{port}\n{body}",
+            "server:\n  pid_file: {d}/edge.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n{server}listeners:\n  - address: 127.0.0.1:{port}\n{body}",
             d = dir.0.display()
         );
         let file = dir.0.join("edge.yaml");
@@ -103,14 +108,23 @@ impl Edge {
 
     /// Sends SIGINT (Ctrl-C) and returns the exit status, failing after 10 s.
     pub fn interrupt(&mut self) -> std::process::ExitStatus {
+        self.interrupt_within(Duration::from_secs(10))
+            .expect("no exit 10 s after SIGINT")
+    }
+
+    /// Sends SIGINT and returns the exit status, or `None` if the process still runs after
+    /// `limit` (it is then killed when dropped).
+    pub fn interrupt_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         send_signal(self.child.id(), "INT");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+                return Some(status);
             }
-            assert!(Instant::now() < deadline, "no exit 10 s after SIGINT");
-            std::thread::sleep(Duration::from_millis(20));
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

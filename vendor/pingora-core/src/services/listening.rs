@@ -252,12 +252,19 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     });
                 }
                 Err(e) => {
-                    error!("Accept() failed {e}");
-                    if let Some(io_error) = e
+                    let os_error = e
                         .root_cause()
                         .downcast_ref::<std::io::Error>()
-                        .and_then(|e| e.raw_os_error())
-                    {
+                        .and_then(|e| e.raw_os_error());
+                    if os_error.is_none() {
+                        // Not from the kernel: the runtime driving this listener is shutting
+                        // down, and every further accept() fails at once the same way. Retrying
+                        // would spin (and log) until the process is killed.
+                        info!("Stop accepting on {}: {e}", stack.as_str());
+                        break;
+                    }
+                    error!("Accept() failed {e}");
+                    if let Some(io_error) = os_error {
                         // 24: too many open files. In this case accept() will continue return this
                         // error without blocking, which could use up all the resources
                         if io_error == 24 {
