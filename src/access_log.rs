@@ -7,29 +7,29 @@ use crate::affinity::ACCESS_TOKEN_PARAM;
 /// The log target of access lines (`RUST_LOG=access=info`).
 pub const TARGET: &str = "access";
 
-/// The query string with the `access_token` value replaced by `<redacted>`.
+/// Query parameters whose values are credentials: the access token (SSE and long polling send
+/// it in the query) and the connection token, which lets its holder act as that connection.
+const SECRET_PARAMS: [&str; 2] = [ACCESS_TOKEN_PARAM, "id"];
+
+/// The query string with the values of credential parameters replaced by `<redacted>`.
 pub fn redact_query(query: &str) -> Cow<'_, str> {
-    if !query
-        .split('&')
-        .any(|p| p.starts_with(ACCESS_TOKEN_PARAM) && is_token_pair(p))
-    {
+    if !query.split('&').any(|p| secret_name(p).is_some()) {
         return Cow::Borrowed(query);
     }
-    let parts: Vec<&str> = query
+    let parts: Vec<Cow<'_, str>> = query
         .split('&')
-        .map(|p| {
-            if is_token_pair(p) {
-                "access_token=<redacted>"
-            } else {
-                p
-            }
+        .map(|p| match secret_name(p) {
+            Some(name) => Cow::Owned(format!("{name}=<redacted>")),
+            None => Cow::Borrowed(p),
         })
         .collect();
     Cow::Owned(parts.join("&"))
 }
 
-fn is_token_pair(pair: &str) -> bool {
-    pair.split_once('=').map_or(pair, |(k, _)| k) == ACCESS_TOKEN_PARAM
+/// The parameter's name, if it is one of `SECRET_PARAMS`.
+fn secret_name(pair: &str) -> Option<&'static str> {
+    let name = pair.split_once('=').map_or(pair, |(k, _)| k);
+    SECRET_PARAMS.into_iter().find(|s| *s == name)
 }
 
 #[cfg(test)]
@@ -38,10 +38,11 @@ mod tests {
 
     #[test]
     fn tokens_are_redacted() {
-        assert_eq!(redact_query("hub=a&id=b"), "hub=a&id=b");
+        assert_eq!(redact_query("hub=a&ids=b"), "hub=a&ids=b");
+        assert_eq!(redact_query("hub=a&id=b"), "hub=a&id=<redacted>");
         assert_eq!(
             redact_query("hub=a&access_token=eyJ.secret.sig&id=b"),
-            "hub=a&access_token=<redacted>&id=b"
+            "hub=a&access_token=<redacted>&id=<redacted>"
         );
         assert_eq!(redact_query("access_token"), "access_token=<redacted>");
         assert_eq!(redact_query("access_tokens=x"), "access_tokens=x");

@@ -64,6 +64,11 @@ impl Edge {
 
     /// Like `start_on`, with `server` lines (each `  key: value\n`) added to the server section.
     pub fn start_with(port: u16, server: &str, body: &str) -> Edge {
+        Edge::start_logging("info", port, server, body)
+    }
+
+    /// Like `start_with`, logging at `rust_log` (an `env_logger` filter).
+    pub fn start_logging(rust_log: &str, port: u16, server: &str, body: &str) -> Edge {
         let dir = TempDir::new("edge");
         let conf = format!(
             "server:\n  pid_file: {d}/edge.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n{server}listeners:\n  - address: 127.0.0.1:{port}\n{body}",
@@ -71,7 +76,12 @@ impl Edge {
         );
         let file = dir.0.join("edge.yaml");
         std::fs::write(&file, conf).unwrap();
-        let mut edge = Edge::spawn(&["-c".as_ref(), file.as_os_str()], port, dir);
+        let child = spawn_edge_logging(
+            &["-c".as_ref(), file.as_os_str()],
+            &dir.0.join("edge.log"),
+            rust_log,
+        );
+        let mut edge = Edge { child, port, dir };
         edge.wait_ready();
         edge
     }
@@ -146,10 +156,15 @@ impl Drop for Edge {
 
 /// Starts the `signalr-edge` binary with `args`, logging to `log`.
 pub fn spawn_edge(args: &[&std::ffi::OsStr], log: &Path) -> Child {
+    spawn_edge_logging(args, log, "info")
+}
+
+/// Like `spawn_edge`, logging at `rust_log`.
+pub fn spawn_edge_logging(args: &[&std::ffi::OsStr], log: &Path, rust_log: &str) -> Child {
     let log = std::fs::File::create(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_signalr-edge"))
         .args(args)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", rust_log)
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()

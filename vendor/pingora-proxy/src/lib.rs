@@ -68,7 +68,7 @@ use pingora_core::protocols::http::custom::CustomMessageWrite;
 use pingora_core::protocols::http::subrequest::server::SubrequestHandle;
 use pingora_core::protocols::http::v1::client::HttpSession as HttpSessionV1;
 use pingora_core::protocols::http::v2::server::H2Options;
-use pingora_core::protocols::http::HttpTask;
+use pingora_core::protocols::http::{HttpTask, LogSafeRequest};
 use pingora_core::protocols::http::ServerSession as HttpSession;
 use pingora_core::protocols::http::SERVER_NAME;
 use pingora_core::protocols::Stream;
@@ -359,6 +359,13 @@ where
                         .unwrap_or_else(|e| {
                             error!("failed to send error response to downstream: {e}");
                         });
+                } else if matches!(e.etype, ConnectionClosed | ReadError | ReadTimedout) {
+                    // A client that leaves (or idles out) before sending a whole request is
+                    // ordinary traffic, not a proxy failure.
+                    debug!(
+                        "Fail to proxy: {e}, downstream session type: {}",
+                        downstream_session.session_type()
+                    );
                 } else {
                     // otherwise the connection must be broken, no need to send anything
                     error!(
@@ -371,8 +378,8 @@ where
             }
         }
         trace!(
-            "Request header: {:?}",
-            downstream_session.req_header().as_ref()
+            "Request header: {}",
+            LogSafeRequest(downstream_session.req_header())
         );
         // CONNECT method proxying is not default supported by the proxy http logic itself,
         // since the tunneling process changes the request-response flow.

@@ -113,7 +113,7 @@ where
         session.upstream_compression.request_filter(&req);
         let body_empty = session.as_mut().is_body_empty();
 
-        debug!("Request to custom: {req:?}");
+        debug!("Request to custom: {}", LogSafeRequest(&req));
 
         let req = Box::new(req);
         if let Err(e) = client_session.write_request_header(req, body_empty).await {

@@ -122,7 +122,7 @@ where
 
         session.upstream_compression.request_filter(&req);
 
-        debug!("Sending header to upstream {:?}", req);
+        debug!("Sending header to upstream {}", LogSafeRequest(&req));
 
         match client_session.write_request_header(Box::new(req)).await {
             Ok(_) => { /* Continue */ }

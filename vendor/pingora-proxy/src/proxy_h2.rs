@@ -247,7 +247,7 @@ where
 
         let req: http::request::Parts = req.into();
 
-        debug!("Request to h2: {req:?}");
+        debug!("Request to h2: {}", LogSafeRequest(&req));
 
         // send END_STREAM on HEADERS
         let send_header_eos = send_end_stream && body_empty;

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use crate::modules::http::{HttpModules, ModuleBuilder};
 use crate::protocols::http::v2::server::H2Options;
-use crate::protocols::http::HttpTask;
+use crate::protocols::http::{HttpTask, LogSafeRequest};
 use crate::protocols::http::ServerSession;
 use crate::server::ShutdownWatch;
 
@@ -67,7 +67,7 @@ where
                 return None;
             }
         }
-        trace!("{:?}", http.req_header());
+        trace!("{}", LogSafeRequest(http.req_header()));
         if *shutdown.borrow() {
             http.set_keepalive(None);
         } else {
@@ -158,7 +158,7 @@ where
                 return None;
             }
         }
-        trace!("{:?}", http.req_header());
+        trace!("{}", LogSafeRequest(http.req_header()));
         if *shutdown.borrow() {
             http.set_keepalive(None);
         } else {

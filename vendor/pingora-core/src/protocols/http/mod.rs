@@ -30,11 +30,27 @@ pub mod v2;
 
 pub use server::{ReusableHttpStream, Session as ServerSession};
 
+/// A request head for log lines: method, path and header names only. The query and the header
+/// values are left out because they can carry credentials (`Authorization`, `Cookie`,
+/// `access_token=`), which must not reach a log at any level.
+pub struct LogSafeRequest<'a>(pub &'a http::request::Parts);
+
+impl std::fmt::Display for LogSafeRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts = self.0;
+        write!(f, "{} {} {:?} [", parts.method, parts.uri.path(), parts.version)?;
+        for (i, name) in parts.headers.keys().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{name}")?;
+        }
+        write!(f, "]")
+    }
+}
+
 /// The Pingora server name string
 pub const SERVER_NAME: &[u8; 7] = b"Pingora";
 
 /// An enum to hold all possible HTTP response events.
-#[derive(Debug)]
 pub enum HttpTask {
     /// the response header and the boolean end of response flag
     Header(Box<pingora_http::ResponseHeader>, bool),
@@ -48,6 +64,27 @@ pub enum HttpTask {
     Done,
     /// Signal that the reading of the response encountered errors.
     Failed(pingora_error::BError),
+}
+
+// Tasks are logged at debug level: bodies (a negotiate answer's tokens) and header values
+// (cookies) are shown as sizes and names only.
+impl std::fmt::Debug for HttpTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn size(b: &Option<bytes::Bytes>) -> String {
+            b.as_ref()
+                .map_or_else(|| "None".to_string(), |b| format!("{} bytes", b.len()))
+        }
+        match self {
+            HttpTask::Header(h, end) => {
+                write!(f, "Header({} {:?}, {end})", h.status, h.headers.keys())
+            }
+            HttpTask::Body(b, end) => write!(f, "Body({}, {end})", size(b)),
+            HttpTask::UpgradedBody(b, end) => write!(f, "UpgradedBody({}, {end})", size(b)),
+            HttpTask::Trailer(t) => write!(f, "Trailer({:?})", t.as_ref().map(|t| t.keys())),
+            HttpTask::Done => write!(f, "Done"),
+            HttpTask::Failed(e) => write!(f, "Failed({e:?})"),
+        }
+    }
 }
 
 impl HttpTask {

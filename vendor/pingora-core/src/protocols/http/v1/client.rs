@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::body::{BodyReader, BodyWriter};
 use super::common::*;
-use crate::protocols::http::HttpTask;
+use crate::protocols::http::{HttpTask, LogSafeRequest};
 use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
 use crate::utils::{BufRef, KVRef};
 
@@ -128,7 +128,7 @@ impl HttpSession {
                 "request-line contains forbidden delimiter bytes or unsupported HTTP version",
             )
         })?;
-        trace!("Writing request header: {to_wire:?}");
+        trace!("Writing request header: {}", LogSafeRequest(&req));
 
         let write_fut = self.underlying_stream.write_all(to_wire.as_ref());
         match self.write_timeout {
@@ -823,7 +823,11 @@ impl HttpSession {
         if self.should_read_resp_header() {
             let resp_header = self.read_resp_header_parts().await?;
             let end_of_body = self.is_body_done();
-            debug!("Response header: {resp_header:?}");
+            debug!(
+                "Response header: {} {:?}",
+                resp_header.status,
+                resp_header.headers.keys()
+            );
             trace!(
                 "Raw Response header: {:?}",
                 str::from_utf8(self.get_headers_raw()).unwrap()
@@ -841,7 +845,11 @@ impl HttpSession {
                 "Response body: {} bytes, end: {end_of_body}",
                 body.as_ref().map_or(0, |b| b.len())
             );
-            trace!("Response body: {body:?}, upgraded: {}", self.upgraded);
+            trace!(
+                "Response body: {} bytes, upgraded: {}",
+                body.as_ref().map_or(0, |b| b.len()),
+                self.upgraded
+            );
             if self.upgraded {
                 Ok(HttpTask::UpgradedBody(body, end_of_body))
             } else {

@@ -1,0 +1,121 @@
+//! What the edge writes to its log: no credentials at any level, no ERROR for ordinary client
+//! behaviour (patch 0005 and the edge's own redaction).
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+
+const ROUTES: &str = "routes:\n  - { path: /client/, pool: signalr }\n";
+
+/// Lines at ERROR level.
+fn error_lines(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains(" ERROR ")).collect()
+}
+
+/// At `trace` level, with every kind of SignalR request carrying credentials (bearer header,
+/// `access_token` query, connection token), no log line holds a credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_credential_in_any_log_line_at_trace_level() {
+    let em = emulator(vec![instance("a", "shared", false)]).await;
+    let mut edge = Edge::start_logging(
+        "trace",
+        free_port(),
+        "",
+        &format!("{}{ROUTES}", signalr_pool(&em, "")),
+    );
+    let token = token("shared", "a.service.signalr.net", "chat");
+    let signature = token.rsplit('.').next().unwrap().to_string();
+    let client = http();
+    let q = "hub=chat&negotiateVersion=1&asrs_request_id=logtest";
+    let n = negotiate(&client, &edge.url(""), q, &token).await;
+    assert_eq!(n.status, 200);
+    let ct = n.connection_token.unwrap();
+    let ws_base = format!("ws://127.0.0.1:{}", edge.port);
+    ws_whoami(&ws_base, &format!("{q}&id={ct}"), &token)
+        .await
+        .unwrap();
+    // The query-string form of the token, as SSE and long polling send it.
+    let r = client
+        .get(edge.url(&format!("/client/?{q}&id=nosuch&access_token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the emulator knows no such connection");
+    drop(edge.interrupt());
+    let log = edge.log();
+    assert!(log.lines().count() > 50, "trace logging is on:\n{log}");
+    for (what, secret) in [("token signature", &signature), ("connection token", &ct)] {
+        let leaks: Vec<_> = log
+            .lines()
+            .filter(|l| l.contains(secret.as_str()))
+            .collect();
+        assert!(leaks.is_empty(), "{what} in the log: {leaks:#?}");
+    }
+}
+
+/// Keep-alive traffic and clients that connect, send a byte and leave are ordinary: they must
+/// not produce ERROR lines (stock Pingora logs one per such client, and "failed to acquire
+/// reusable stream" under keep-alive load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinary_client_behaviour_logs_no_error() {
+    let em = emulator(vec![instance("a", "shared", false)]).await;
+    let edge = Edge::start_with(
+        free_port(),
+        "  threads: 2\n",
+        &format!("{}{ROUTES}", signalr_pool(&em, "")),
+    );
+    let token = token("shared", "a.service.signalr.net", "chat");
+    let client = http();
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let (client, base, token) = (client.clone(), edge.url(""), token.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..250 {
+                let q = format!("hub=chat&asrs_request_id=k{t}x{i}");
+                assert_eq!(negotiate(&client, &base, &q, &token).await.status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let port = edge.port;
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..200 {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"G").unwrap();
+        }
+        // And some that leave without a byte, or mid-header.
+        for _ in 0..100 {
+            drop(TcpStream::connect(("127.0.0.1", port)).unwrap());
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"POST /client/negotiate HTTP/1.1\r\nHost: a\r\n")
+                .unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    // The edge has seen every connection once a fresh request gets through after them.
+    wait_for(Duration::from_secs(10), "edge answers", || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    })
+    .await;
+    assert_eq!(
+        negotiate(&client, &edge.url(""), "hub=chat", &token)
+            .await
+            .status,
+        200
+    );
+    let log = edge.log();
+    let errors = error_lines(&log);
+    assert!(
+        errors.is_empty(),
+        "{} ERROR lines, first: {:#?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+}
