@@ -400,14 +400,34 @@ async fn round_trip(ws: &mut Ws, msg: &str) -> Result<(), String> {
 /// Opens `conns` WebSockets, `concurrency` at a time, each doing one echo (as a SignalR
 /// handshake would) before it idles; returns them for the caller to hold.
 pub async fn open_idle(client: &Client, conns: usize, concurrency: usize) -> (Outcome, Vec<Ws>) {
+    open_held(client, conns, concurrency, 0).await
+}
+
+/// Like `open_idle`, but each WebSocket first sends (and gets back) `traffic` bytes of echo
+/// messages of 1 KiB, as a connection that has been in use and now idles.
+pub async fn open_held(
+    client: &Client,
+    conns: usize,
+    concurrency: usize,
+    traffic: usize,
+) -> (Outcome, Vec<Ws>) {
     let start = Instant::now();
     let msg = message();
+    let big = format!(
+        "{{\"type\":1,\"invocationId\":\"1\",\"target\":\"echo\",\"arguments\":[\"{}\"]}}\u{1e}",
+        "y".repeat(1024 - 64)
+    );
     let results: Vec<_> = futures_util::stream::iter(0..conns as u64)
         .map(|n| {
-            let (client, msg) = (client.clone(), msg.clone());
+            let (client, msg, big) = (client.clone(), msg.clone(), big.clone());
             async move {
                 let mut ws = client.websocket(n, None).await?;
                 round_trip(&mut ws, &msg).await?;
+                let mut sent = 0;
+                while sent < traffic {
+                    round_trip(&mut ws, &big).await?;
+                    sent += big.len();
+                }
                 Ok::<_, String>(ws)
             }
         })

@@ -62,6 +62,9 @@ const SMOKE: Sizes = Sizes {
     push_tick: Duration::from_millis(100),
 };
 
+/// Bytes each WebSocket of the `active` scenario sends (and gets back) before it idles.
+const ACTIVE_BYTES: usize = 50_000;
+
 /// The scenarios, in report order.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Scenario {
@@ -71,17 +74,19 @@ enum Scenario {
     ConnectStorm,
     Echo,
     Idle,
+    Active,
     Push,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 8] = [
         Scenario::NegotiateLatency,
         Scenario::NegotiateKeepAlive,
         Scenario::NegotiateNewConn,
         Scenario::ConnectStorm,
         Scenario::Echo,
         Scenario::Idle,
+        Scenario::Active,
         Scenario::Push,
     ];
 
@@ -93,6 +98,7 @@ impl Scenario {
             Scenario::ConnectStorm => "connect-storm",
             Scenario::Echo => "echo",
             Scenario::Idle => "idle",
+            Scenario::Active => "active",
             Scenario::Push => "sse-longpoll",
         }
     }
@@ -122,6 +128,10 @@ impl Scenario {
             Scenario::Idle => format!(
                 "{} WebSockets opened through the system (one echo each, like a SignalR handshake), then held idle for {:?}: memory per connection from the proxy's RSS.",
                 s.idle_conns, s.idle_settle
+            ),
+            Scenario::Active => format!(
+                "{} WebSockets that each first send and get back {} KB in 1 KiB echo messages, then are held idle for {:?}: memory per connection that has been in use.",
+                s.idle_conns, ACTIVE_BYTES / 1000, s.idle_settle
             ),
             Scenario::Push => format!(
                 "{} SSE streams and {} long-poll loops; the upstream pushes a timestamped message to each every {:?}, for {:?}: delivery latency from send to receipt.",
@@ -368,8 +378,14 @@ async fn measure(
             let n = out.ok as f64;
             (out, n)
         }
-        Scenario::Idle => {
-            let (out, held) = clients::open_idle(&client, s.idle_conns, s.storm_concurrency).await;
+        Scenario::Idle | Scenario::Active => {
+            let traffic = if scenario == Scenario::Active {
+                ACTIVE_BYTES
+            } else {
+                0
+            };
+            let (out, held) =
+                clients::open_held(&client, s.idle_conns, s.storm_concurrency, traffic).await;
             tokio::time::sleep(s.idle_settle).await;
             let rss_after = pids.0.map_or(0, procfs::rss_kib);
             metrics.push(Metric::new("conns", held.len() as f64, true));

@@ -128,7 +128,7 @@ fn headline(scenario: &str) -> &'static str {
         "negotiate-keepalive" | "negotiate-new-conn" => "proxy CPU µs/req",
         "connect-storm" => "conn/s",
         "echo" => "proxy CPU µs/msg",
-        "idle" => "proxy KB/conn",
+        "idle" | "active" => "proxy KB/conn",
         _ => "SSE p99 µs",
     }
 }
@@ -320,6 +320,12 @@ fn goals(md: &mut String, samples: &[Sample]) {
         true,
     );
     check(
+        "echo proxy CPU µs/msg ≤ nginx".into(),
+        m("echo", Kind::Edge, "proxy CPU µs/msg"),
+        m("echo", Kind::Nginx, "proxy CPU µs/msg"),
+        false,
+    );
+    check(
         "echo RTT p99 µs ≤ nginx".into(),
         m("echo", Kind::Edge, "RTT p99 µs"),
         m("echo", Kind::Nginx, "RTT p99 µs"),
@@ -335,6 +341,29 @@ fn goals(md: &mut String, samples: &[Sample]) {
         "idle KB/conn ≤ haproxy (aim)".into(),
         m("idle", Kind::Edge, "proxy KB/conn"),
         m("idle", Kind::Haproxy, "proxy KB/conn"),
+        false,
+    );
+    check(
+        "idle KB/conn ≤ 8 (aim)".into(),
+        m("idle", Kind::Edge, "proxy KB/conn"),
+        Some(8.0),
+        false,
+    );
+    check(
+        "active KB/conn ≤ 1.2 × idle".into(),
+        m("active", Kind::Edge, "proxy KB/conn"),
+        m("idle", Kind::Edge, "proxy KB/conn").map(|v| v * 1.2),
+        false,
+    );
+    let storm_failures: Option<f64> = samples
+        .iter()
+        .filter(|x| x.scenario == "connect-storm" && x.kind == Kind::Edge)
+        .map(|x| x.failures as f64)
+        .reduce(f64::max);
+    check(
+        "connect storm failures = 0".into(),
+        storm_failures,
+        Some(0.0),
         false,
     );
     let lat = "negotiate-latency";
