@@ -362,7 +362,9 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // Boxed: the connect (and TLS handshake) future is ~8 KiB, and inline it would
+            // enlarge every request's future although most requests reuse a connection.
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }
