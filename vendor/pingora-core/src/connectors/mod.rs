@@ -261,7 +261,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if stream_matches_peer(&stream, peer)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -474,6 +474,26 @@ impl PreferredHttpVersion {
 
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
+
+/// Whether a pooled `stream` is connected to `peer` (pool keys are hashes, so a match is checked).
+///
+/// Direct TCP peers are compared with the peer address cached in the stream's socket digest: one
+/// `getpeername` per connection instead of one per reuse, i.e. per proxied request.
+#[cfg(unix)]
+fn stream_matches_peer<P: Peer>(stream: &Stream, peer: &P) -> bool {
+    use crate::protocols::l4::socket::SocketAddr as PeerAddr;
+    if peer.get_proxy().is_none() {
+        if let PeerAddr::Inet(target) = peer.address() {
+            if let Some(PeerAddr::Inet(connected)) = stream
+                .get_socket_digest()
+                .and_then(|d| d.peer_addr().cloned())
+            {
+                return connected == *target;
+            }
+        }
+    }
+    peer.matches_fd(stream.id())
+}
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
