@@ -654,12 +654,21 @@ impl HttpSession {
 
     /// After a successful upgrade, and before any upgraded body was read through this session,
     /// hand the connection over to a raw tunnel: the stream, and the upgraded bytes already read
-    /// from it. The body buffer is released. `None` if this session was not upgraded.
+    /// from it. `None` if this session was not upgraded.
+    ///
+    /// Nothing reads this session's HTTP heads again, so they are released with the buffers
+    /// their values point into: a long-lived tunnel keeps only the stream.
     pub fn upgraded_stream(&mut self) -> Option<(&mut Stream, Option<BytesMut>)> {
         if !self.upgraded {
             return None;
         }
         let unread = self.body_reader.take_unread_buf();
+        self.request_written = None;
+        self.response_header = None;
+        self.raw_header = None;
+        self.preread_body = None;
+        self.buf = Bytes::new();
+        self.response_header_read_buf = BytesMut::new();
         Some((&mut self.underlying_stream, unread))
     }
 
