@@ -174,7 +174,15 @@ impl BodyReader {
     }
 
     fn prepare_buf(&mut self, buf_to_rewind: &[u8]) {
-        let mut body_buf = BytesMut::with_capacity(self.body_buf_size.max(buf_to_rewind.len()));
+        self.prepare_buf_for(buf_to_rewind, self.body_buf_size);
+    }
+
+    /// Like [`Self::prepare_buf`] for a body of at most `body_len` bytes: no larger buffer than
+    /// the body can fill (a small response whose body came with its header then costs a small
+    /// allocation instead of `body_buf_size`). Reads that need more room grow it.
+    fn prepare_buf_for(&mut self, buf_to_rewind: &[u8], body_len: usize) {
+        let capacity = self.body_buf_size.min(body_len).max(buf_to_rewind.len());
+        let mut body_buf = BytesMut::with_capacity(capacity);
         if !buf_to_rewind.is_empty() {
             self.rewind_buf_len = buf_to_rewind.len();
             // TODO: this is still 1 copy. Make it zero
@@ -246,7 +254,7 @@ impl BodyReader {
                 }
             }
             _ => {
-                self.prepare_buf(buf_to_rewind);
+                self.prepare_buf_for(buf_to_rewind, cl);
                 self.body_state = PS::Partial(0, cl);
             }
         }
