@@ -45,7 +45,7 @@ async fn no_credential_in_any_log_line_at_trace_level() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404, "the emulator knows no such connection");
-    drop(edge.interrupt());
+    edge.interrupt();
     let log = edge.log();
     assert!(log.lines().count() > 50, "trace logging is on:\n{log}");
     for (what, secret) in [("token signature", &signature), ("connection token", &ct)] {

@@ -28,8 +28,13 @@ fetch_crate() {
   if [ -n "$cached" ]; then
     cp "$cached" "$out"
   else
-    curl -fsSL --retry 3 -o "$out" "https://static.crates.io/crates/$name/$file" \
-      || die "cannot download $file"
+    local url="https://static.crates.io/crates/$name/$file"
+    if command -v curl >/dev/null; then
+      curl -fsSL --retry 3 -o "$out" "$url" || die "cannot download $file"
+    else
+      python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
+        "$url" "$out" || die "cannot download $file"
+    fi
   fi
   echo "${SHA256[$name]}  $out" | sha256sum -c --quiet - || die "$file: checksum mismatch"
 }
