@@ -195,3 +195,30 @@ async fn full_duplex_tunnel_does_not_deadlock() {
     writer.await.unwrap().unwrap();
     eprintln!("64 MiB both ways in {:?}", started.elapsed());
 }
+
+/// Clients leaving a tunnel, politely (FIN) or not (RST with unread bytes), are ordinary
+/// WebSocket life: no ERROR line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_leaving_a_tunnel_log_no_error() {
+    let up = echo_upstream(Answer::AfterRequest).await;
+    let edge = edge_for(up, "{}");
+    for i in 0..20 {
+        let mut s = upgrade(edge.port).await.unwrap();
+        echo_once(&mut s, b"hello").await.unwrap();
+        if i % 2 == 0 {
+            // Unread echo bytes make the close a reset.
+            s.write_all(b"unread").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s.set_linger(Some(Duration::ZERO)).unwrap();
+        }
+        drop(s);
+    }
+    // Every tunnel is logged when it ends; wait for all 20 access lines.
+    wait_for(Duration::from_secs(10), "20 access lines", || {
+        (edge.log().matches("\" 101 ").count() >= 20).then_some(())
+    })
+    .await;
+    let log = edge.log();
+    let errors: Vec<_> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}

@@ -129,6 +129,18 @@ impl Flow {
     }
 }
 
+/// A client that goes away without a clean close (a reset, a closed tab) is how many upgraded
+/// connections end: not an error of the proxy.
+fn client_left(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
 /// Copies bytes both ways between `downstream` and `upstream` until both sides have ended (an
 /// end is passed on as a write shutdown, as for a half-close) or one fails. `down_prefix`/`up_prefix`
 /// are upgraded bytes already read from each side. `read_timeout` bounds the silence of the
@@ -153,6 +165,10 @@ pub(crate) async fn run(
         if !to_up.done {
             match to_up.poll_copy(cx, downstream, upstream) {
                 Poll::Ready(Ok(())) => to_up.done = true,
+                Poll::Ready(Err((Op::Read, e))) if client_left(&e) => {
+                    debug!("tunnel: downstream left: {e}");
+                    return Poll::Ready(Ok(()));
+                }
                 Poll::Ready(Err((op, e))) => {
                     return Poll::Ready(Err(match op {
                         Op::Read => Error::because(ReadError, "tunnel: reading downstream", e)
@@ -168,6 +184,10 @@ pub(crate) async fn run(
         if !to_down.done {
             match to_down.poll_copy(cx, upstream, downstream) {
                 Poll::Ready(Ok(())) => to_down.done = true,
+                Poll::Ready(Err((Op::Write, e))) if client_left(&e) => {
+                    debug!("tunnel: downstream left: {e}");
+                    return Poll::Ready(Ok(()));
+                }
                 Poll::Ready(Err((op, e))) => {
                     return Poll::Ready(Err(match op {
                         Op::Read => {
