@@ -6,8 +6,8 @@ cd "$(dirname "$0")"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# chromium: the demo page's browser test. nginx and
-# haproxy: the load harness's smoke pass runs its peer configs.
+# chromium: the demo page's browser test. nginx and haproxy: the load harness's smoke pass runs
+# its peer configs. (No cmake: vendor/ patch 0001 builds Pingora's flate2 on its Rust backend.)
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
