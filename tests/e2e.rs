@@ -157,13 +157,18 @@ async fn official_client_sticks_by_fallbacks_without_request_id() {
 /// until the edge's health check has seen b's switch.
 async fn wait_for_b(s: &Setup, reaches: bool) {
     let (client, token_b) = (http(), token("key-b", "b.service.signalr.net", "chat"));
+    let probe_lines = || s.edge.log().matches("asrs_request_id=x\"").count();
+    let logged_before = probe_lines();
+    let mut probes = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while (negotiate(&client, &s.base, "hub=chat&asrs_request_id=x", &token_b)
-        .await
-        .instance
-        == "b")
-        != reaches
-    {
+    loop {
+        probes += 1;
+        let instance = negotiate(&client, &s.base, "hub=chat&asrs_request_id=x", &token_b)
+            .await
+            .instance;
+        if (instance == "b") == reaches {
+            break;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
             "b {} traffic after 10 s",
@@ -171,6 +176,12 @@ async fn wait_for_b(s: &Setup, reaches: bool) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The edge writes a request's access line after its answer has left: wait for the probes'
+    // lines, so that none lands among the lines of the clients that follow.
+    wait_for(Duration::from_secs(5), "the probes' access lines", || {
+        (probe_lines() >= logged_before + probes).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
