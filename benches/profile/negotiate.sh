@@ -44,8 +44,8 @@ for kind in "${@:-edge nginx}"; do
     taskset -c 1 wrk -t1 -c"$CONNS" -d2s -s "$work/negotiate.lua" "$url" >"$work/wrk-strace.txt"
     wait $st || true
     sreqs=$(awk '/requests in/ {print $1}' "$work/wrk-strace.txt")
-    calls=$(awk '/^-+ / {n++} n==1 && /total/ {print $4}' "$out/negotiate-$k.strace" 2>/dev/null || echo 0)
-    calls=${calls:-$(awk '/total/ {print $4}' "$out/negotiate-$k.strace")}
+    # strace -c's last line: "100.00 seconds usecs/call CALLS [errors] total".
+    calls=$(awk '$NF == "total" {print $4}' "$out/negotiate-$k.strace")
     # cpu-clock profile (hardware counters are not available on these machines).
     perf record -q -e cpu-clock -F 4999 -g -p "$pid" -o "$out/negotiate-$k.perf" -- sleep 3 >/dev/null 2>&1 &
     pr=$!
