@@ -26,5 +26,5 @@ export SIGNALR_EDGE_REQUIRE_BROWSER=1
 vendor/sync.sh check
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --all-targets --locked

@@ -7,11 +7,11 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use asrs_emulator::token;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Method;
 use pingora_http::RequestHeader;
 use signalr_edge::affinity::{token_audience_host, AffinityInput};
-use signalr_edge::emulator::token;
 use signalr_edge::ring::Ring;
 use signalr_edge::runtime::Runtime;
 use signalr_edge::selection::{select, Selection};

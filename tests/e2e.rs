@@ -10,7 +10,7 @@ use std::process::Command;
 use common::*;
 use std::time::Duration;
 
-use signalr_edge::emulator::{AppConfig, Emulator, EmulatorConfig, InstanceConfig};
+use asrs_emulator::{AppConfig, Emulator, EmulatorConfig, InstanceConfig};
 
 fn e2e_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e"))

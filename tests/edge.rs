@@ -185,7 +185,7 @@ async fn host_and_sni_are_rewritten_over_verified_tls() {
     let host = "a.service.signalr.net";
     let (ca, cert, key) = test_pki(&dir.0, host);
     let mut inst = instance("a", "k", true);
-    inst.tls = Some(signalr_edge::emulator::TlsFiles { cert, key });
+    inst.tls = Some(asrs_emulator::TlsFiles { cert, key });
     let em = emulator(vec![inst]).await;
     let pool = |ca: &std::path::Path| {
         format!(
@@ -331,7 +331,7 @@ fn check_flag_validates_files_like_nginx_t() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_trust_only_configured_proxies() {
-    use signalr_edge::emulator::{AppConfig, Emulator, EmulatorConfig};
+    use asrs_emulator::{AppConfig, Emulator, EmulatorConfig};
     let em = Emulator::start(&EmulatorConfig {
         instances: vec![instance("a", "k", true)],
         apps: vec![AppConfig {

@@ -315,7 +315,7 @@ async fn negotiate_loop(
 }
 
 /// Pools and routes: with instance c and an `/api/` route, or without both.
-fn body(em: &signalr_edge::emulator::Emulator, with_c: bool) -> String {
+fn body(em: &asrs_emulator::Emulator, with_c: bool) -> String {
     let mut s = String::from("pools:\n  signalr:\n    kind: signalr\n");
     // Generous probe timeouts: a probe slowed down by a busy machine must not take an instance
     // out (its clients' tokens are valid there only).
@@ -704,7 +704,7 @@ async fn reloads_and_upgrades_under_load_lose_nothing() {
 }
 
 /// A site in front of one emulated instance, with `/client/` and `/api/` routed to it.
-async fn small_site(grace: u64) -> (signalr_edge::emulator::Emulator, EdgeSite) {
+async fn small_site(grace: u64) -> (asrs_emulator::Emulator, EdgeSite) {
     let em = emulator(vec![instance("a", "key-a", true)]).await;
     let site = EdgeSite::new();
     let routes =

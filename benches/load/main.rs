@@ -144,9 +144,9 @@ impl Scenario {
 /// A token the size and shape of the SDK's, naming no pool endpoint (so the edge decodes it,
 /// as its default rules do, then hashes the request id like the peers).
 fn token() -> String {
-    signalr_edge::emulator::token::sign(
+    asrs_emulator::token::sign(
         "an-access-key-of-the-usual-length-0123456789abcdef",
-        &signalr_edge::emulator::token::audience("other.service.signalr.net", "chat"),
+        &asrs_emulator::token::audience("other.service.signalr.net", "chat"),
         Some("user-1"),
         Duration::from_secs(3600),
     )

@@ -36,12 +36,6 @@ struct Cli {
 enum Command {
     /// Check a configuration file (same as -t).
     Check,
-    /// Run the edge in front of emulated SignalR instances and an app server, on 127.0.0.1.
-    Demo {
-        /// Port of the edge.
-        #[arg(long, default_value_t = 8080)]
-        port: u16,
-    },
 }
 
 fn main() -> ExitCode {
@@ -58,15 +52,6 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("signalr-edge: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if let Some(Command::Demo { port }) = cli.command {
-        return match signalr_edge::demo::run(port) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("signalr-edge demo: {e}");
                 ExitCode::FAILURE
             }
         };

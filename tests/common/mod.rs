@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use asrs_emulator::{Emulator, EmulatorConfig, InstanceConfig};
 use futures_util::{SinkExt, StreamExt};
-use signalr_edge::emulator::{Emulator, EmulatorConfig, InstanceConfig};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -86,19 +86,18 @@ impl Edge {
         edge
     }
 
-    /// Starts `signalr-edge demo` on `port`; callers wait for readiness themselves (the demo
-    /// probes its port before the edge listens on it).
+    /// Starts `signalr-edge-demo --port <port>`; callers wait for readiness themselves (the
+    /// demo probes its port before the edge listens on it).
     pub fn demo(port: u16) -> Edge {
-        let port_arg = port.to_string();
-        Edge::spawn(
-            &["demo".as_ref(), "--port".as_ref(), port_arg.as_ref()],
-            port,
-            TempDir::new("demo"),
-        )
-    }
-
-    fn spawn(args: &[&std::ffi::OsStr], port: u16, dir: TempDir) -> Edge {
-        let child = spawn_edge(args, &dir.0.join("edge.log"));
+        let dir = TempDir::new("demo");
+        let log = std::fs::File::create(dir.0.join("edge.log")).unwrap();
+        let child = Command::new(demo_exe())
+            .args(["--port", &port.to_string()])
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
         Edge { child, port, dir }
     }
 
@@ -152,6 +151,20 @@ impl Drop for Edge {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The demo binary: another package's, so no `CARGO_BIN_EXE_`; `cargo test --workspace` builds
+/// it into the profile directory above this test's `deps/`.
+pub fn demo_exe() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let demo = profile_dir.join("signalr-edge-demo");
+    assert!(
+        demo.is_file(),
+        "{} is missing: build it with `cargo build -p signalr-edge-demo` (or test with --workspace)",
+        demo.display()
+    );
+    demo
 }
 
 /// Starts the `signalr-edge` binary with `args`, logging to `log`.
@@ -406,9 +419,9 @@ pub fn signalr_pool(em: &Emulator, extra: &str) -> String {
 }
 
 pub fn token(key: &str, aud_host: &str, hub: &str) -> String {
-    signalr_edge::emulator::token::sign(
+    asrs_emulator::token::sign(
         key,
-        &signalr_edge::emulator::token::audience(aud_host, hub),
+        &asrs_emulator::token::audience(aud_host, hub),
         Some("tester"),
         Duration::from_secs(600),
     )

@@ -1,18 +1,55 @@
 //! The emulator answers like ASRS / ASP.NET Core SignalR, bad input included: these are the
 //! answers the edge's users would get from the real service, so the other suites can trust it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use asrs_emulator::{Emulator, EmulatorConfig, InstanceConfig};
 use futures_util::{SinkExt, StreamExt};
-use signalr_edge::emulator::Emulator;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 const RS: char = '\u{1e}';
 const HOST: &str = "a.service.signalr.net";
+
+/// Instance `name` on an ephemeral port, answering `<name>.service.signalr.net`.
+fn instance(name: &str, key: &str, check_audience: bool) -> InstanceConfig {
+    InstanceConfig {
+        name: Some(name.to_string()),
+        host: format!("{name}.service.signalr.net"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        access_key: key.to_string(),
+        tls: None,
+        check_audience,
+        connect_window: Duration::from_secs(5),
+        max_message_size: 32 * 1024,
+    }
+}
+
+async fn emulator(instances: Vec<InstanceConfig>) -> Emulator {
+    Emulator::start(&EmulatorConfig {
+        instances,
+        apps: vec![],
+    })
+    .await
+    .unwrap()
+}
+
+/// A token signed with `key` for hub `hub` on `aud_host`, valid for 10 minutes.
+fn token(key: &str, aud_host: &str, hub: &str) -> String {
+    asrs_emulator::token::sign(
+        key,
+        &asrs_emulator::token::audience(aud_host, hub),
+        Some("tester"),
+        Duration::from_secs(600),
+    )
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
 
 /// One instance "a" (key "key-a", audience checked) with a short connect window.
 async fn one_instance(window: Duration) -> (Emulator, String) {

@@ -1,14 +1,21 @@
-//! `signalr-edge demo`: the edge in front of three emulated SignalR instances and an app server.
+//! signalr-edge-demo: the edge in front of three emulated SignalR instances and an app server.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use crate::config;
-use crate::emulator::{AppConfig, Emulator, EmulatorConfig, InstanceConfig};
-use crate::runtime::Runtime;
-use crate::server::{self, RunFlags};
+use asrs_emulator::{AppConfig, Emulator, EmulatorConfig, InstanceConfig};
+use clap::Parser;
+
+/// Runs signalr-edge in front of emulated SignalR instances and an app server, on 127.0.0.1.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Port of the edge.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+}
 
 /// What the emulator thread reports once it listens.
 struct Started {
@@ -16,20 +23,41 @@ struct Started {
     app: SocketAddr,
 }
 
-/// Where the chat page lives: the source tree (from the working directory, else from where this
-/// binary was built), plus the official browser client from the npm package.
+/// A file removed on drop: the edge's configuration, written for this run.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match run(cli.port) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("signalr-edge-demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where the chat page lives (this crate's directory, where it was built, else `./demo`), plus
+/// the official browser client from the npm package in `tests/e2e`.
 fn page_dirs() -> Vec<PathBuf> {
-    let root = [
-        PathBuf::from("."),
+    let page = [
         PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        PathBuf::from("demo"),
     ]
     .into_iter()
-    .find(|r| r.join("demo/index.html").is_file());
-    let Some(root) = root else {
+    .find(|d| d.join("index.html").is_file());
+    let Some(page) = page else {
         println!("  (demo page not found: run the demo from the source tree for the browser chat)");
         return vec![];
     };
-    let e2e = root.join("tests/e2e");
+    let e2e = page.join("../tests/e2e");
     let bundle = e2e.join("node_modules/@microsoft/signalr/dist/browser");
     if !bundle.join("signalr.min.js").is_file() {
         // The browser client comes from the pinned npm package, never from a hand-written copy.
@@ -46,22 +74,18 @@ fn page_dirs() -> Vec<PathBuf> {
             println!("  (npm ci failed: the chat page will not load its client; run `npm ci` in tests/e2e)");
         }
     }
-    vec![root.join("demo"), bundle]
+    vec![page, bundle]
 }
 
-/// Runs the demo until Ctrl-C.
-pub fn run(port: u16) -> Result<(), String> {
-    let edge = format!("127.0.0.1:{port}");
-    std::net::TcpListener::bind(&edge)
-        .map_err(|e| format!("cannot listen on {edge}: {e} (try --port)"))?;
-    let static_dirs = page_dirs();
-    let em_config = EmulatorConfig {
+/// Three instances with distinct keys (audience checked) and one app server for the edge at `edge`.
+fn emulator_config(edge: &str) -> EmulatorConfig {
+    EmulatorConfig {
         instances: ["a", "b", "c"]
             .iter()
             .map(|n| InstanceConfig {
                 name: Some(n.to_string()),
                 host: format!("demo-{n}.service.signalr.net"),
-                listen: "127.0.0.1:0".parse().expect("literal address"),
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 access_key: format!("demo-access-key-{n}-0123456789abcdef"),
                 tls: None,
                 check_audience: true,
@@ -70,14 +94,18 @@ pub fn run(port: u16) -> Result<(), String> {
             })
             .collect(),
         apps: vec![AppConfig {
-            listen: "127.0.0.1:0".parse().expect("literal address"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             client_endpoint: format!("http://{edge}"),
             instances: vec![],
             omit_request_id: false,
             audience_host: None,
-            static_dirs,
+            static_dirs: page_dirs(),
         }],
-    };
+    }
+}
+
+/// Starts the emulator on its own thread and runtime; Ctrl-C there ends the process with 0.
+fn start_emulator(config: EmulatorConfig, conf_file: PathBuf) -> Result<Started, String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -89,7 +117,7 @@ pub fn run(port: u16) -> Result<(), String> {
             Err(e) => return drop(tx.send(Err(e.to_string()))),
         };
         rt.block_on(async move {
-            match Emulator::start(&em_config).await {
+            match Emulator::start(&config).await {
                 Ok(em) => {
                     let started = Started {
                         instances: em
@@ -106,14 +134,20 @@ pub fn run(port: u16) -> Result<(), String> {
                     // Pingora stops on SIGTERM/SIGQUIT only; the demo stops on Ctrl-C too.
                     let _ = tokio::signal::ctrl_c().await;
                     drop(em);
-                    println!("signalr-edge demo: stopped");
+                    // process::exit runs no destructors: remove the edge's file here.
+                    let _ = std::fs::remove_file(&conf_file);
+                    println!("signalr-edge-demo: stopped");
                     std::process::exit(0);
                 }
                 Err(e) => drop(tx.send(Err(e))),
             }
         });
     });
-    let started = rx.recv().map_err(|e| e.to_string())??;
+    rx.recv().map_err(|e| e.to_string())?
+}
+
+/// The edge's configuration: `/client/` to the instances (by address), the rest to the app.
+fn edge_yaml(edge: &str, started: &Started) -> String {
     let mut yaml = format!(
         "server: {{ threads: 1, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }}\n\
          listeners: [{{ address: \"{edge}\" }}]\npools:\n  signalr:\n    kind: signalr\n    \
@@ -126,10 +160,26 @@ pub fn run(port: u16) -> Result<(), String> {
         "  app:\n    kind: app\n    endpoints: [{{ url: \"http://{}\" }}]\nroutes:\n  - {{ path: /client/, pool: signalr }}\n  - {{ path: /, pool: app }}\n",
         started.app
     );
-    let file = Path::new("<demo>");
-    let cfg = config::parse_str(&yaml).map_err(|e| e.in_file(file).to_string())?;
-    let runtime = Runtime::compile(&cfg, file, None).map_err(|e| e.to_string())?;
-    println!("signalr-edge demo");
+    yaml
+}
+
+/// Runs the edge in this process on `file` until it stops.
+fn run_edge(file: &Path) -> Result<(), String> {
+    signalr_edge::server::run(file, signalr_edge::server::RunFlags::default())
+}
+
+/// Runs the demo until Ctrl-C.
+fn run(port: u16) -> Result<(), String> {
+    let edge = format!("127.0.0.1:{port}");
+    std::net::TcpListener::bind(&edge)
+        .map_err(|e| format!("cannot listen on {edge}: {e} (try --port)"))?;
+    let file = TempFile(
+        std::env::temp_dir().join(format!("signalr-edge-demo-{}.yaml", std::process::id())),
+    );
+    let started = start_emulator(emulator_config(&edge), file.0.clone())?;
+    std::fs::write(&file.0, edge_yaml(&edge, &started))
+        .map_err(|e| format!("{}: {e}", file.0.display()))?;
+    println!("signalr-edge-demo");
     println!(
         "  edge:       http://{edge}  (routes /client/ to SignalR, the rest to the app server)"
     );
@@ -137,8 +187,9 @@ pub fn run(port: u16) -> Result<(), String> {
         println!("  instance {name}: {host} at {addr}");
     }
     println!("  app server: http://{}", started.app);
+    println!("  edge configuration: {}", file.0.display());
     println!("  open http://{edge}/ in a browser, or try:");
     println!("    curl -s -X POST 'http://{edge}/chat/negotiate?negotiateVersion=1'");
     println!("  Ctrl-C stops everything.");
-    server::build(&cfg, runtime, file, &RunFlags::default())?.run()
+    run_edge(&file.0)
 }

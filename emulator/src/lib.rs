@@ -1,8 +1,10 @@
-//! A local emulator of the Azure SignalR Service client side, for tests, benches and the demo.
+//! asrs-emulator: a local emulator of the Azure SignalR Service client side and of app servers,
+//! for the edge's tests, benches and demo. It shares no code with the edge.
 
 pub mod app;
 pub mod hub;
 pub mod instance;
+pub mod request;
 pub mod serve;
 pub mod token;
 

@@ -20,9 +20,9 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use super::hub::{self, Action, WhoAmI, RS};
+use super::request::{self, REQUEST_ID_PARAM};
 use super::serve::ConnInfo;
 use super::token;
-use crate::affinity::{access_token, decode, query_param, REQUEST_ID_PARAM};
 
 /// How often the server pings on WebSocket and SSE (the client gives up after 30 s of silence).
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
@@ -244,7 +244,7 @@ async fn host_check(State(inst): State<Arc<Instance>>, req: Request, next: Next)
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(crate::routing::strip_port)
+        .map(request::host_without_port)
         .unwrap_or_default()
         .to_ascii_lowercase();
     let mut resp = if host == inst.settings.host {
@@ -297,12 +297,9 @@ fn unauthorized(why: &str) -> Response {
 
 /// The single `hub` query value, or the answer ASP.NET Core gives.
 fn hub_of(query: &str) -> Result<String, Response> {
-    let mut hubs = query.split('&').filter_map(|p| p.strip_prefix("hub="));
-    match (hubs.next(), hubs.next()) {
-        (Some(h), None) if !h.is_empty() => {
-            Ok(String::from_utf8_lossy(&decode(h)).to_ascii_lowercase())
-        }
-        (Some(_), Some(_)) => Err((
+    match request::query_values(query, "hub").as_slice() {
+        [h] if !h.is_empty() => Ok(h.to_ascii_lowercase()),
+        [_, _, ..] => Err((
             StatusCode::BAD_REQUEST,
             "Multiple 'hub' query parameters are not allowed.",
         )
@@ -322,8 +319,8 @@ fn authorize(
     query: &str,
     hub: &str,
 ) -> Result<Option<String>, Response> {
-    let auth = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    let token = access_token(auth, Some(query)).ok_or_else(|| unauthorized("no access token"))?;
+    let token =
+        request::access_token(headers, query).ok_or_else(|| unauthorized("no access token"))?;
     let aud = token::audience(&inst.settings.host, hub);
     let expected = inst.settings.check_audience.then_some(aud.as_str());
     token::verify(&token, &inst.settings.access_key, expected)
@@ -332,7 +329,7 @@ fn authorize(
 }
 
 fn request_id(query: &str) -> Option<String> {
-    query_param(query, REQUEST_ID_PARAM).map(|v| String::from_utf8_lossy(&decode(v)).into_owned())
+    request::query_value(query, REQUEST_ID_PARAM)
 }
 
 fn host_of(headers: &HeaderMap) -> String {
@@ -365,7 +362,7 @@ async fn negotiate(
     inst.negotiations.fetch_add(1, Ordering::Relaxed);
     let connection_id = uuid::Uuid::new_v4().to_string();
     let connection_token = uuid::Uuid::new_v4().to_string();
-    let v1 = query_param(query, "negotiateVersion").is_some_and(|v| v != "0");
+    let v1 = request::query_value(query, "negotiateVersion").is_some_and(|v| v != "0");
     let id = if v1 {
         connection_token.clone()
     } else {
@@ -411,7 +408,7 @@ async fn connect(
         Ok(u) => u,
         Err(r) => return r,
     };
-    let id = query_param(&query, "id").map(|v| String::from_utf8_lossy(&decode(v)).into_owned());
+    let id = request::query_value(&query, "id");
     let is_ws = parts
         .headers
         .get(header::UPGRADE)

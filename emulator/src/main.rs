@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use asrs_emulator::{Emulator, EmulatorConfig};
 use clap::Parser;
-use signalr_edge::emulator::{Emulator, EmulatorConfig};
 
 /// Emulates Azure SignalR Service instances (and app servers) on local ports.
 #[derive(Parser, Debug)]
