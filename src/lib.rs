@@ -1,20 +1,18 @@
 //! signalr-edge: an edge reverse proxy for Azure SignalR Service, built on Cloudflare Pingora.
+//!
+//! The modules are the layers, each using only those listed before it:
+//! - [`signalr`]: request keys, the instance-choice rules and the ring (pure SignalR knowledge);
+//! - [`config`]: the file format, parsed once into typed process and service settings;
+//! - [`runtime`]: the compiled generation the request path reads, and the process phase;
+//! - [`proxy`]: Pingora's hooks and the per-request decision;
+//! - [`reload`]: load, check, compile, probe and swap a new generation;
+//! - [`process`]: server assembly, signals, drain, admin listener, upgrade.
 
-pub mod access_log;
-pub mod admin;
-pub mod affinity;
 pub mod config;
-pub mod control;
-pub mod drain;
-pub mod forwarded;
-pub mod listener_tls;
-pub mod ops;
+pub mod process;
 pub mod proxy;
 pub mod reload;
-pub mod ring;
-pub mod routing;
 pub mod runtime;
-pub mod selection;
-pub mod server;
-pub mod signals;
-pub mod upstream;
+pub mod signalr;
+
+pub use process::{run, Exit, RunFlags};

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use asrs_emulator::{AppConfig, Emulator, EmulatorConfig, InstanceConfig};
@@ -105,7 +106,7 @@ fn emulator_config(edge: &str) -> EmulatorConfig {
 }
 
 /// Starts the emulator on its own thread and runtime; Ctrl-C there ends the process with 0.
-fn start_emulator(config: EmulatorConfig, conf_file: PathBuf) -> Result<Started, String> {
+fn start_emulator(config: EmulatorConfig) -> Result<Started, String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -134,10 +135,7 @@ fn start_emulator(config: EmulatorConfig, conf_file: PathBuf) -> Result<Started,
                     // Pingora stops on SIGTERM/SIGQUIT only; the demo stops on Ctrl-C too.
                     let _ = tokio::signal::ctrl_c().await;
                     drop(em);
-                    // process::exit runs no destructors: remove the edge's file here.
-                    let _ = std::fs::remove_file(&conf_file);
-                    println!("signalr-edge-demo: stopped");
-                    std::process::exit(0);
+                    exit(0);
                 }
                 Err(e) => drop(tx.send(Err(e))),
             }
@@ -163,9 +161,22 @@ fn edge_yaml(edge: &str, started: &Started) -> String {
     yaml
 }
 
+/// The edge's configuration file, removed at exit.
+static CONF_FILE: OnceLock<PathBuf> = OnceLock::new();
+
+/// The demo's one exit point, for the edge and for Ctrl-C alike.
+fn exit(code: i32) -> ! {
+    // process::exit runs no destructors: remove the edge's file here.
+    if let Some(f) = CONF_FILE.get() {
+        let _ = std::fs::remove_file(f);
+    }
+    println!("signalr-edge-demo: stopped");
+    std::process::exit(code)
+}
+
 /// Runs the edge in this process on `file` until it stops.
 fn run_edge(file: &Path) -> Result<(), String> {
-    signalr_edge::server::run(file, signalr_edge::server::RunFlags::default())
+    signalr_edge::run(file, signalr_edge::RunFlags::default(), exit).map(|never| match never {})
 }
 
 /// Runs the demo until Ctrl-C.
@@ -176,7 +187,8 @@ fn run(port: u16) -> Result<(), String> {
     let file = TempFile(
         std::env::temp_dir().join(format!("signalr-edge-demo-{}.yaml", std::process::id())),
     );
-    let started = start_emulator(emulator_config(&edge), file.0.clone())?;
+    let _ = CONF_FILE.set(file.0.clone());
+    let started = start_emulator(emulator_config(&edge))?;
     std::fs::write(&file.0, edge_yaml(&edge, &started))
         .map_err(|e| format!("{}: {e}", file.0.display()))?;
     println!("signalr-edge-demo");

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use signalr_edge::runtime::Runtime;
-use signalr_edge::server::{self, RunFlags};
+use signalr_edge::RunFlags;
 
 // jemalloc: glibc malloc/free were ~12% of a plain Pingora proxy's request CPU, and jemalloc
 // with work_stealing off took it from ~48 to ~31 µs (DESIGN.md section 7).
@@ -38,6 +38,16 @@ enum Command {
     Check,
 }
 
+/// The process's one exit point: every part of the edge that decides the process is done
+/// (the drain, a fatal setup error, Pingora's return) ends up here.
+fn exit(code: i32) -> ! {
+    log::logger().flush();
+    if code != 0 {
+        log::error!("exiting with status {code}");
+    }
+    std::process::exit(code)
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
@@ -60,8 +70,8 @@ fn main() -> ExitCode {
         daemon: cli.daemon,
         upgrade: cli.upgrade,
     };
-    match server::run(&cli.conf, flags) {
-        Ok(()) => ExitCode::SUCCESS,
+    match signalr_edge::run(&cli.conf, flags, exit) {
+        Ok(never) => match never {},
         Err(e) => {
             eprintln!("signalr-edge: {e}");
             ExitCode::FAILURE

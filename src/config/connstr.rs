@@ -2,11 +2,17 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Deserializer};
+
+use super::values::{parse_string, EndpointUrl};
+
 /// The parts of a connection string that the edge uses.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnectionString {
     /// The service endpoint URL (`Endpoint=`), without a trailing slash.
     pub endpoint: String,
+    /// The same, parsed.
+    pub url: EndpointUrl,
     /// `AccessKey=`: the HMAC key of the instance's tokens (absent with AAD auth).
     pub access_key: Option<String>,
     /// `Port=`: overrides the endpoint URL's port.
@@ -27,6 +33,12 @@ impl fmt::Debug for ConnectionString {
             .field("port", &self.port)
             .field("client_endpoint", &self.client_endpoint)
             .finish()
+    }
+}
+
+impl<'de> Deserialize<'de> for ConnectionString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_string(d, parse)
     }
 }
 
@@ -75,16 +87,13 @@ pub fn parse(s: &str) -> Result<ConnectionString, String> {
         }
     }
     let endpoint = endpoint.ok_or("connection string has no Endpoint=")?;
-    if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-        return Err(format!(
-            "Endpoint={endpoint} must start with http:// or https://"
-        ));
-    }
+    let url = EndpointUrl::parse(&endpoint).map_err(|e| format!("Endpoint=: {e}"))?;
     if access_key.as_deref() == Some("") {
         return Err("empty AccessKey= in connection string".into());
     }
     Ok(ConnectionString {
         endpoint,
+        url,
         access_key,
         port,
         client_endpoint,

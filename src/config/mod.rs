@@ -1,14 +1,25 @@
-//! Configuration: the YAML schema, its loading, and checks whose errors name the file and key path.
+//! Configuration: file format -> typed config, parsed once. Errors name the file and key path.
+//!
+//! - `file`: the YAML format, each value typed at the serde boundary (`values`, `connstr`);
+//! - `check`: what serde cannot check, and the split into [`ProcessConfig`] (upgrade-only) and
+//!   [`ServiceConfig`] (reloadable), both in `typed`.
+//!
+//! Depends on `signalr` (the rule names) only; everything above reads the typed config.
 
-pub mod connstr;
-pub mod schema;
-mod validate;
+mod check;
+mod connstr;
+mod file;
+mod typed;
+mod values;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use schema::*;
-pub use validate::{parse_endpoint, EndpointSpec};
+pub use check::{check_pool, endpoint_spec};
+pub use connstr::ConnectionString;
+pub use file::*;
+pub use typed::*;
+pub use values::{AbsPath, Address, EndpointUrl, HostName, Method};
 
 /// A configuration error: the file, the key path inside it, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +91,7 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates configuration text.
 pub fn parse_str(text: &str) -> Result<Config, PathError> {
     let de = serde_yaml::Deserializer::from_str(text);
-    let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+    let file: File = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
         let message = e.into_inner().to_string();
@@ -91,8 +102,7 @@ pub fn parse_str(text: &str) -> Result<Config, PathError> {
         };
         PathError::new(path, message)
     })?;
-    validate::validate(&config)?;
-    Ok(config)
+    check::check(file)
 }
 
 #[cfg(test)]

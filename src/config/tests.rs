@@ -25,20 +25,20 @@ routes:
 #[test]
 fn good_config_parses_with_defaults() {
     let c = parse_str(GOOD).unwrap();
-    assert_eq!(c.server.threads, 1);
-    let p = &c.pools["signalr"];
+    assert_eq!(c.process.server.threads, 1);
+    let p = &c.service.pools["signalr"];
     assert_eq!(p.kind, PoolKind::Signalr);
     let hc = p.health_check.as_ref().unwrap();
-    assert_eq!(hc.method, "HEAD");
+    assert_eq!(hc.method.to_string(), "HEAD");
     assert_eq!(hc.interval, std::time::Duration::from_secs(2));
     assert_eq!(p.timeouts.read, std::time::Duration::from_secs(130));
     assert_eq!(p.timeouts.connect, std::time::Duration::from_secs(5));
-    let spec = parse_endpoint(&p.endpoints[1], "x").unwrap();
+    let spec = &p.endpoints[1];
     assert_eq!(
         (spec.host.as_str(), spec.port, spec.tls),
         ("b.service.signalr.net", 8443, true)
     );
-    let spec = parse_endpoint(&p.endpoints[0], "x").unwrap();
+    let spec = &p.endpoints[0];
     assert_eq!(spec.name, "a.service.signalr.net");
     assert_eq!(spec.access_key.as_deref(), Some("k1"));
 }
@@ -230,11 +230,11 @@ fn load_names_the_file() {
 
 #[test]
 fn admin_section_is_off_unless_given_and_defaults_to_loopback() {
-    assert_eq!(parse_str(GOOD).unwrap().admin, None);
+    assert_eq!(parse_str(GOOD).unwrap().process.admin, None);
     let c = parse_str(&format!("{GOOD}admin: {{}}\n")).unwrap();
-    assert_eq!(c.admin.unwrap().listen, "127.0.0.1:9901");
+    assert_eq!(c.process.admin.unwrap().to_string(), "127.0.0.1:9901");
     let c = parse_str(&format!("{GOOD}admin: {{ listen: \"127.0.0.1:7777\" }}\n")).unwrap();
-    assert_eq!(c.admin.unwrap().listen, "127.0.0.1:7777");
+    assert_eq!(c.process.admin.unwrap().to_string(), "127.0.0.1:7777");
     let cases = [
         (
             "admin: { listen: nowhere }",

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::config::{self, Config};
+use crate::config::{PoolConfig, ProcessConfig, Route, ServiceConfig};
 use crate::runtime::Runtime;
 
 /// The difference between two generations, by name.
@@ -34,7 +34,12 @@ pub struct Changes {
 
 impl Changes {
     /// Compares the old and new config and their compiled runtimes.
-    pub fn between(old_cfg: &Config, old: &Runtime, new_cfg: &Config, new: &Runtime) -> Changes {
+    pub fn between(
+        old_cfg: &ServiceConfig,
+        old: &Runtime,
+        new_cfg: &ServiceConfig,
+        new: &Runtime,
+    ) -> Changes {
         let mut c = Changes::default();
         for (name, pool) in &new_cfg.pools {
             match old_cfg.pools.get(name) {
@@ -62,8 +67,8 @@ impl Changes {
                         "{}/{} ({} -> {})",
                         pool.name,
                         e.name,
-                        target(o),
-                        target(e)
+                        o.target(),
+                        e.target()
                     )),
                     Some(_) => {}
                 }
@@ -154,81 +159,72 @@ impl fmt::Display for Changes {
 }
 
 /// Key paths a reload cannot apply because they shape the process itself (sockets, threads,
-/// privileges, the admin listener): they need a binary upgrade (`-u`).
-pub fn upgrade_only_changes(old: &Config, new: &Config) -> Vec<String> {
+/// privileges, the admin listener): they need a binary upgrade (`-u`). Every field of
+/// [`ProcessConfig`] counts, so a new one cannot be silently ignored by a reload.
+pub fn upgrade_only_changes(old: &ProcessConfig, new: &ProcessConfig) -> Vec<String> {
     let mut keys = Vec::new();
-    let (o, n) = (&old.server, &new.server);
-    let fields = [
-        ("threads", o.threads != n.threads),
-        ("work_stealing", o.work_stealing != n.work_stealing),
-        ("pid_file", o.pid_file != n.pid_file),
-        ("upgrade_sock", o.upgrade_sock != n.upgrade_sock),
-        ("error_log", o.error_log != n.error_log),
-        (
-            "grace_period_seconds",
-            o.grace_period_seconds != n.grace_period_seconds,
-        ),
-        (
-            "graceful_shutdown_timeout_seconds",
-            o.graceful_shutdown_timeout_seconds != n.graceful_shutdown_timeout_seconds,
-        ),
-        (
-            "upstream_keepalive_pool_size",
-            o.upstream_keepalive_pool_size != n.upstream_keepalive_pool_size,
-        ),
-        ("user", o.user != n.user),
-        ("group", o.group != n.group),
-    ];
-    keys.extend(
-        fields
-            .iter()
-            .filter(|(_, changed)| *changed)
-            .map(|(k, _)| format!("server.{k}")),
-    );
-    if old.listeners.len() != new.listeners.len() {
-        keys.push("listeners".into());
-    } else {
-        for (i, (a, b)) in old.listeners.iter().zip(&new.listeners).enumerate() {
-            if a.address != b.address {
-                keys.push(format!("listeners[{i}].address"));
-            }
-            // Certificate files may change live; turning TLS on or off may not.
-            if a.tls.is_some() != b.tls.is_some() {
-                keys.push(format!("listeners[{i}].tls"));
-            }
-        }
-    }
-    if old.admin != new.admin {
-        keys.push("admin".into());
+    match (serde_yaml::to_value(old), serde_yaml::to_value(new)) {
+        (Ok(a), Ok(b)) => differing_keys(&a, &b, String::new(), &mut keys),
+        // Cannot happen (plain data); refuse rather than let a change through unseen.
+        _ if old != new => keys.push("server".into()),
+        _ => {}
     }
     keys
 }
 
-fn same_settings(a: &config::Pool, b: &config::Pool) -> bool {
-    let strip = |p: &config::Pool| config::Pool {
+/// Appends the key paths where `a` and `b` differ, in `a`'s key order.
+fn differing_keys(
+    a: &serde_yaml::Value,
+    b: &serde_yaml::Value,
+    path: String,
+    out: &mut Vec<String>,
+) {
+    use serde_yaml::Value;
+    if a == b {
+        return;
+    }
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (a, b) {
+        (Value::Mapping(x), Value::Mapping(y)) if x.len() == y.len() => {
+            for (k, va) in x {
+                let key = join(k.as_str().unwrap_or("?"));
+                match y.get(k) {
+                    Some(vb) => differing_keys(va, vb, key, out),
+                    None => out.push(key),
+                }
+            }
+        }
+        (Value::Sequence(x), Value::Sequence(y)) if x.len() == y.len() => {
+            for (i, (va, vb)) in x.iter().zip(y).enumerate() {
+                differing_keys(va, vb, format!("{path}[{i}]"), out);
+            }
+        }
+        _ => out.push(path),
+    }
+}
+
+fn same_settings(a: &PoolConfig, b: &PoolConfig) -> bool {
+    let strip = |p: &PoolConfig| PoolConfig {
         endpoints: Vec::new(),
         ..p.clone()
     };
     strip(a) == strip(b)
 }
 
-fn target(e: &crate::upstream::Endpoint) -> String {
-    format!(
-        "{}://{}@{}",
-        if e.tls { "https" } else { "http" },
-        e.host,
-        e.addr
-    )
-}
-
-fn route_text(r: &config::Route) -> String {
+fn route_text(r: &Route) -> String {
     let mut s = String::new();
     if let Some(h) = &r.host {
-        s.push_str(&h.to_ascii_lowercase());
+        s.push_str(&h.0);
     }
-    s.push_str(&r.path);
+    s.push_str(&r.path.0);
     if let Some(ms) = &r.methods {
-        let mut ms: Vec<String> = ms.iter().map(|m| m.to_ascii_uppercase()).collect();
+        let mut ms: Vec<String> = ms.iter().map(ToString::to_string).collect();
         ms.sort();
         s.push_str(&format!(" [{}]", ms.join(",")));
     }

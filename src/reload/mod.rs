@@ -1,5 +1,6 @@
-//! Live reload: read the file, validate and compile it completely, health-check new and changed
-//! endpoints, and only then swap the runtime. A bad file changes nothing.
+//! Live reload: read the file, check and compile it completely, refuse it if its process
+//! settings differ (`diff`), health-check new and changed endpoints, and only then swap the
+//! runtime. A bad file changes nothing. Uses `config` and `runtime`; used by `process`.
 
 pub mod diff;
 
@@ -189,7 +190,7 @@ impl Reloader {
         // Reading the file and resolving host names block: keep them off the async threads.
         let compiled = tokio::task::spawn_blocking(move || {
             let cfg = config::load(&file)?;
-            let fixed = upgrade_only_changes(&old, &cfg);
+            let fixed = upgrade_only_changes(&old.process, &cfg.process);
             if let Some(first) = fixed.first() {
                 return Err(ConfigError {
                     file: file.clone(),
@@ -201,7 +202,7 @@ impl Reloader {
                     ),
                 });
             }
-            let runtime = Runtime::compile(&cfg, &file, Some(&previous))?;
+            let runtime = Runtime::compile(&cfg.service, &file, Some(&previous))?;
             Ok((cfg, runtime))
         })
         .await
@@ -212,7 +213,7 @@ impl Reloader {
         })??;
         let (cfg, runtime) = compiled;
         let probes = probe_new_endpoints(current, &runtime).await;
-        let changes = Changes::between(old_cfg, current, &cfg, &runtime);
+        let changes = Changes::between(&old_cfg.service, current, &cfg.service, &runtime);
         Ok((cfg, runtime, changes, probes))
     }
 }

@@ -1,6 +1,8 @@
 use std::path::Path;
 
 use super::*;
+use crate::config::Address;
+use crate::config::{self, Config};
 
 const OLD: &str = r#"
 listeners: [{ address: "127.0.0.1:8080" }]
@@ -48,7 +50,7 @@ routes:
 
 fn compiled(yaml: &str, previous: Option<&Runtime>) -> (Config, Runtime) {
     let cfg = config::parse_str(yaml).unwrap();
-    let rt = Runtime::compile(&cfg, Path::new("t.yaml"), previous).unwrap();
+    let rt = Runtime::compile(&cfg.service, Path::new("t.yaml"), previous).unwrap();
     (cfg, rt)
 }
 
@@ -56,7 +58,7 @@ fn compiled(yaml: &str, previous: Option<&Runtime>) -> (Config, Runtime) {
 fn changes_name_pools_endpoints_and_routes() {
     let (oc, or) = compiled(OLD, None);
     let (nc, nr) = compiled(NEW, Some(&or));
-    let c = Changes::between(&oc, &or, &nc, &nr);
+    let c = Changes::between(&oc.service, &or, &nc.service, &nr);
     assert_eq!(c.pools_added, ["fresh"]);
     assert_eq!(c.pools_removed, ["old"]);
     assert_eq!(c.pools_changed, ["app"]);
@@ -84,37 +86,42 @@ fn changes_name_pools_endpoints_and_routes() {
 fn the_same_file_changes_nothing() {
     let (oc, or) = compiled(OLD, None);
     let (nc, nr) = compiled(OLD, Some(&or));
-    let c = Changes::between(&oc, &or, &nc, &nr);
+    let c = Changes::between(&oc.service, &or, &nc.service, &nr);
     assert!(c.is_empty());
     assert_eq!(c.to_string(), "nothing changed");
 }
 
 #[test]
 fn sockets_threads_and_admin_need_an_upgrade() {
-    let old = config::parse_str(OLD).unwrap();
+    let old = config::parse_str(OLD).unwrap().process;
     assert!(upgrade_only_changes(&old, &old).is_empty());
     let mut new = old.clone();
-    new.listeners[0].address = "127.0.0.1:8081".into();
+    new.listeners[0].address = Address::parse("127.0.0.1:8081").unwrap();
     new.server.threads = 4;
-    new.admin = Some(config::AdminSection::default());
+    new.admin = Some(Address(config::DEFAULT_ADMIN_LISTEN));
     assert_eq!(
         upgrade_only_changes(&old, &new),
         ["server.threads", "listeners[0].address", "admin"]
     );
-    let mut new = old.clone();
-    new.listeners[0].tls = Some(config::ListenerTls {
-        cert: "c.pem".into(),
-        key: "k.pem".into(),
-    });
+    let with_tls = |cert: &str| {
+        let text = OLD.replace(
+            r#"address: "127.0.0.1:8080" }"#,
+            &format!(r#"address: "127.0.0.1:8080", tls: {{ cert: {cert}.pem, key: k.pem }} }}"#),
+        );
+        config::parse_str(&text).unwrap().process
+    };
+    let new = with_tls("c");
     assert_eq!(upgrade_only_changes(&old, &new), ["listeners[0].tls"]);
-    // Other certificate files for a TLS listener are fine.
-    let mut newer = new.clone();
-    newer.listeners[0].tls = Some(config::ListenerTls {
-        cert: "c2.pem".into(),
-        key: "k2.pem".into(),
-    });
-    assert!(upgrade_only_changes(&new, &newer).is_empty());
+    // Other certificate files for a TLS listener are fine: they are not process settings.
+    assert!(upgrade_only_changes(&new, &with_tls("c2")).is_empty());
     let mut more = old.clone();
     more.listeners.push(old.listeners[0].clone());
     assert_eq!(upgrade_only_changes(&old, &more), ["listeners"]);
+    // Every process setting counts, the read buffer too.
+    let mut buffered = old.clone();
+    buffered.listeners[0].read_buffer = Some(4096);
+    assert_eq!(
+        upgrade_only_changes(&old, &buffered),
+        ["listeners[0].read_buffer"]
+    );
 }

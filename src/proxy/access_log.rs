@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use crate::affinity::ACCESS_TOKEN_PARAM;
+use crate::signalr::keys::ACCESS_TOKEN_PARAM;
 
 /// The log target of access lines (`RUST_LOG=access=info`).
 pub const TARGET: &str = "access";

@@ -10,8 +10,9 @@ use log::{error, info, warn};
 use pingora_core::server::ListenFds;
 use serde::Serialize;
 
-use crate::drain::{Drain, Phase};
+use super::Exit;
 use crate::reload::{Reloader, Report};
+use crate::runtime::drain::{Drain, Phase};
 
 /// How long an old process keeps accepting after it handed its listeners over, so the new one
 /// is surely accepting before the old one stops. (The sockets are shared: nothing is refused
@@ -30,6 +31,8 @@ pub struct Ops {
     pub deadline: Duration,
     /// This process took its listeners over from an old one (`-u`).
     pub started_by_upgrade: bool,
+    /// Ends the process (the binary's exit point).
+    pub exit: Exit,
     started: AtomicBool,
     fds: OnceLock<ListenFds>,
     inherited: OnceLock<Vec<String>>,
@@ -39,13 +42,20 @@ pub struct Ops {
 
 impl Ops {
     /// The shared state of one process.
-    pub fn new(reloader: Reloader, upgrade_sock: &Path, deadline: Duration, upgrade: bool) -> Self {
+    pub fn new(
+        reloader: Reloader,
+        upgrade_sock: &Path,
+        deadline: Duration,
+        upgrade: bool,
+        exit: Exit,
+    ) -> Self {
         Ops {
             drain: Arc::new(Drain::default()),
             reloader,
             upgrade_sock: upgrade_sock.display().to_string(),
             deadline,
             started_by_upgrade: upgrade,
+            exit,
             started: AtomicBool::new(false),
             fds: OnceLock::new(),
             inherited: OnceLock::new(),
@@ -211,7 +221,7 @@ mod tests {
             "listeners: [{ address: \"127.0.0.1:8080\" }]\npools:\n  p:\n    kind: app\n    endpoints: [{ url: \"http://127.0.0.1:5000\" }]\nroutes: [{ path: /, pool: p }]\n",
         )
         .unwrap();
-        let rt = Runtime::compile(&cfg, Path::new("t.yaml"), None).unwrap();
+        let rt = Runtime::compile(&cfg.service, Path::new("t.yaml"), None).unwrap();
         let reloader = Reloader::new(
             Path::new("t.yaml"),
             cfg,
@@ -222,6 +232,7 @@ mod tests {
             Path::new("/tmp/u.sock"),
             Duration::from_secs(7),
             false,
+            |code| panic!("exit({code})"),
         )
     }
 

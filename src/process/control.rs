@@ -1,5 +1,6 @@
 //! The control service: a Pingora service that owns the admin listener (handed over on upgrade
-//! like the proxy's listeners), runs reloads on SIGHUP, and ends the process when drained.
+//! like the proxy's listeners), runs reloads on SIGHUP, and ends the process when drained
+//! (Pingora would sleep out its whole grace period first).
 
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
@@ -10,10 +11,10 @@ use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::{ServiceReadyNotifier, ServiceWithDependents};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::drain::{self, Phase};
-use crate::ops::Ops;
+use super::ops::Ops;
+use super::{admin, drain, signals};
 use crate::reload::Trigger;
-use crate::{admin, signals};
+use crate::runtime::drain::Phase;
 
 /// Runs beside the proxy service; the proxy depends on it, so it sees the inherited sockets
 /// before the proxy binds new ones.
@@ -53,7 +54,7 @@ impl ServiceWithDependents for ControlService {
                 Ok(l) => Some(l),
                 Err(e) => {
                     error!("admin listener {addr}: {e}");
-                    drain::exit_now(1);
+                    (self.ops.exit)(1);
                 }
             },
         };
@@ -68,7 +69,8 @@ impl ServiceWithDependents for ControlService {
             tokio::spawn(admin::serve(listener, self.ops.clone(), stop));
         }
         tokio::spawn(reload_on_sighup(self.ops.clone()));
-        drain::drain_then_exit(self.ops.drain.clone(), shutdown, self.ops.deadline).await;
+        drain::drained(self.ops.drain.clone(), shutdown, self.ops.deadline).await;
+        (self.ops.exit)(0);
     }
 
     fn name(&self) -> &str {

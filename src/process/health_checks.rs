@@ -26,7 +26,7 @@ impl HealthChecker {
     }
 }
 
-fn record(pool: &str, ep: &crate::upstream::Endpoint, result: Result<(), String>) {
+fn record(pool: &str, ep: &crate::runtime::Endpoint, result: Result<(), String>) {
     let Some(prober) = &ep.prober else { return };
     let s = &prober.settings;
     let flipped = ep

@@ -1,4 +1,7 @@
-//! The `ProxyHttp` impl: thin glue from Pingora's hooks to the routing, affinity and upstream modules.
+//! The request path: the `ProxyHttp` hooks (thin glue, in the order Pingora calls them), the
+//! per-request decision (`selection`), forwarding headers (`forwarded`) and the access log.
+//!
+//! Reads `runtime` (one `ArcSwap` load per request) and `signalr`; nothing here parses config.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,13 +15,16 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::{ProxyHttp, Session};
 
-use crate::access_log::{self, redact_query};
+mod access_log;
+mod forwarded;
+pub mod selection;
+
 use crate::config::HostHeader;
-use crate::drain::Drain;
-use crate::forwarded;
+use crate::runtime::drain::Drain;
 use crate::runtime::{Runtime, SharedRuntime};
-use crate::selection::{select, LocalAnswer, Selection};
-use crate::upstream::Choice;
+use crate::signalr::Rule;
+use access_log::redact_query;
+use selection::{select, LocalAnswer, Selection};
 
 /// The edge proxy service.
 pub struct EdgeProxy {
@@ -170,7 +176,7 @@ impl ProxyHttp for EdgeProxy {
             route,
             sel.pool.as_ref().map_or("-", |p| p.name.as_str()),
             sel.endpoint.as_ref().map_or("-", |e| e.name.as_str()),
-            sel.choice.map_or("-", Choice::as_str),
+            sel.choice.map_or("-", Rule::as_str),
             ctx.started.elapsed().as_secs_f64() * 1000.0,
             if e.is_some() { " error=" } else { "" },
             e.map(|e| e.etype().as_str()).unwrap_or(""),

@@ -1,16 +1,21 @@
-//! The YAML schema: what an operator writes. Compiled into `runtime` structures before use.
+//! The file format: what an operator writes, with every value already typed (see `values`).
+//! `check` turns it into the typed [`Config`](super::Config) the rest of the edge uses.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use super::connstr::ConnectionString;
+use super::values::{AbsPath, Address, EndpointUrl, HostName, Method};
+use crate::signalr::Rule;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub struct File {
     /// Pingora server settings.
     #[serde(default)]
     pub server: ServerSection,
@@ -33,22 +38,24 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
     /// `ip:port` to bind; loopback by default, because `POST /reload` needs no credentials.
-    pub listen: String,
+    pub listen: Address,
 }
 
 /// Where the admin listener binds when the section gives no address.
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+pub const DEFAULT_ADMIN_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
 
 impl Default for AdminSection {
     fn default() -> Self {
         AdminSection {
-            listen: DEFAULT_ADMIN_LISTEN.to_string(),
+            listen: Address(DEFAULT_ADMIN_LISTEN),
         }
     }
 }
 
-/// Pingora's own server settings, with defaults that suit an edge daemon.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// Pingora's own server settings, with defaults that suit an edge daemon. All of them shape the
+/// process, so a reload cannot change them.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     /// Worker threads of the proxy service.
@@ -97,7 +104,7 @@ impl Default for ServerSection {
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     /// `ip:port` to bind.
-    pub address: String,
+    pub address: Address,
     /// Serve TLS with this certificate and key.
     pub tls: Option<ListenerTls>,
     /// User-space read buffer per connection in bytes. Default: none on plain TCP, where the
@@ -126,20 +133,6 @@ pub enum PoolKind {
     App,
 }
 
-/// A rule that can pick the SignalR instance of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AffinityRule {
-    /// The host in the access token's `aud` claim, when it is a pool endpoint.
-    Audience,
-    /// Consistent hash of the percent-decoded `asrs_request_id` query parameter.
-    RequestId,
-    /// Consistent hash of the access token's signature.
-    Signature,
-    /// Consistent hash of the client address.
-    ClientIp,
-}
-
 /// The `Host` header sent upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -159,7 +152,7 @@ pub struct Pool {
     /// The upstreams.
     pub endpoints: Vec<Endpoint>,
     /// Instance-choice rules in order (SignalR pools only).
-    pub affinity: Option<Vec<AffinityRule>>,
+    pub affinity: Option<Vec<Rule>>,
     /// `Host` sent upstream: `endpoint` (default for SignalR) or `preserve` (default for app).
     pub host_header: Option<HostHeader>,
     /// Active health checks.
@@ -180,11 +173,11 @@ pub struct Endpoint {
     /// Stable name used by the hash ring (defaults to the host name).
     pub name: Option<String>,
     /// `http(s)://host[:port]`.
-    pub url: Option<String>,
+    pub url: Option<EndpointUrl>,
     /// `Endpoint=https://...;AccessKey=...;Version=1.0;[Port=..;][ClientEndpoint=..;]`.
-    pub connection_string: Option<String>,
+    pub connection_string: Option<ConnectionString>,
     /// `ip:port` to connect to instead of resolving the host (a private endpoint).
-    pub address: Option<String>,
+    pub address: Option<Address>,
 }
 
 /// Which probe a health check sends.
@@ -205,9 +198,9 @@ pub struct HealthCheck {
     #[serde(rename = "type")]
     pub kind: CheckKind,
     /// HTTP method of the probe.
-    pub method: String,
+    pub method: Method,
     /// Path (and query) of the probe.
-    pub path: String,
+    pub path: AbsPath,
     /// Time between probes.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -224,8 +217,8 @@ impl Default for HealthCheck {
     fn default() -> Self {
         HealthCheck {
             kind: CheckKind::Http,
-            method: "HEAD".into(),
-            path: "/api/health".into(),
+            method: Method(http::Method::HEAD),
+            path: AbsPath("/api/health".into()),
             interval: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
             healthy_threshold: 1,
@@ -287,11 +280,11 @@ impl Default for UpstreamTls {
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// Match this `Host` only (case-insensitive, port ignored).
-    pub host: Option<String>,
+    pub host: Option<HostName>,
     /// Path prefix; the longest matching prefix wins.
-    pub path: String,
+    pub path: AbsPath,
     /// Match these methods only.
-    pub methods: Option<Vec<String>>,
+    pub methods: Option<Vec<Method>>,
     /// Name of the pool that serves the route.
     pub pool: String,
 }

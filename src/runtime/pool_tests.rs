@@ -1,11 +1,38 @@
-use super::*;
-use crate::affinity::AffinityInput;
+use std::sync::Arc;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
+use super::{Endpoint, Pool};
+use crate::config::{self, HostHeader, PoolConfig};
+use crate::signalr::{AffinityInput, Rule};
+
+fn pool_config(yaml: &str) -> PoolConfig {
+    let file: config::Pool = serde_yaml::from_str(yaml).unwrap();
+    config::check_pool("p", &file).unwrap()
+}
+
 fn pool(yaml: &str) -> Pool {
-    let cfg: config::Pool = serde_yaml::from_str(yaml).unwrap();
-    Pool::compile("p", &cfg, None).unwrap()
+    Pool::compile("p", &pool_config(yaml), None).unwrap()
+}
+
+/// Index of an endpoint: active ones first, then retired ones.
+fn index_of(p: &Pool, e: &Arc<Endpoint>) -> usize {
+    let active = p.endpoints.iter().position(|x| Arc::ptr_eq(x, e));
+    let retired = p.retired.iter().position(|x| Arc::ptr_eq(x, e));
+    active.or(retired.map(|i| p.endpoints.len() + i)).unwrap()
+}
+
+/// The index of the endpoint `choose` picks, and the rule.
+fn pick(p: &Pool, input: &AffinityInput<'_>) -> Option<(usize, Rule)> {
+    p.choose(input).map(|(e, rule)| (index_of(p, e), rule))
+}
+
+/// The endpoint of index `i`, as `index_of` counts.
+fn at(p: &Pool, i: usize) -> Option<&Arc<Endpoint>> {
+    p.endpoints
+        .get(i)
+        .or_else(|| p.retired.get(i.checked_sub(p.endpoints.len())?))
 }
 
 const SIGNALR: &str = "kind: signalr
@@ -24,27 +51,30 @@ fn audience_then_request_id_then_round_robin() {
     let p = pool(SIGNALR);
     let auth = format!("Bearer {}", token_for("b.example"));
     let input = AffinityInput::new(Some("asrs_request_id=x"), Some(auth.as_bytes()), None);
-    assert_eq!(p.choose(&input), Some((1, Choice::Audience)));
+    assert_eq!(pick(&p, &input), Some((1, Rule::Audience)));
     // The named instance is down: the request id decides, and never picks it.
     p.endpoints[1].health.record(false, 1, 1);
-    let (i, rule) = p.choose(&input).unwrap();
-    assert_eq!(rule, Choice::RequestId);
+    let (i, rule) = pick(&p, &input).unwrap();
+    assert_eq!(rule, Rule::RequestId);
     assert_ne!(i, 1);
     // A token for a host outside the pool falls through to its signature.
     let auth = format!("Bearer {}", token_for("elsewhere.example"));
     let input = AffinityInput::new(None, Some(auth.as_bytes()), None);
-    assert_eq!(p.choose(&input).unwrap().1, Choice::Signature);
+    assert_eq!(pick(&p, &input).unwrap().1, Rule::Signature);
     let input = AffinityInput::new(None, None, Some("10.0.0.1".parse().unwrap()));
-    assert_eq!(p.choose(&input).unwrap().1, Choice::ClientIp);
+    assert_eq!(pick(&p, &input).unwrap().1, Rule::ClientIp);
     assert_eq!(
-        p.choose(&AffinityInput::default()).unwrap().1,
-        Choice::RoundRobin
+        pick(&p, &AffinityInput::default()).unwrap().1,
+        Rule::RoundRobin
     );
     for e in &p.endpoints {
         e.health.record(false, 1, 1);
     }
     assert_eq!(
-        p.choose(&AffinityInput::new(Some("asrs_request_id=x"), None, None)),
+        pick(
+            &p,
+            &AffinityInput::new(Some("asrs_request_id=x"), None, None)
+        ),
         None
     );
 }
@@ -54,7 +84,7 @@ fn configured_rule_order_is_followed() {
     let p = pool(&format!("{SIGNALR}\naffinity: [request_id]"));
     let auth = format!("Bearer {}", token_for("b.example"));
     let input = AffinityInput::new(Some("asrs_request_id=x"), Some(auth.as_bytes()), None);
-    assert_eq!(p.choose(&input).unwrap().1, Choice::RequestId);
+    assert_eq!(pick(&p, &input).unwrap().1, Rule::RequestId);
 }
 
 #[test]
@@ -63,26 +93,24 @@ fn app_pools_round_robin_over_healthy_endpoints() {
     assert_eq!(p.host_header, HostHeader::Preserve);
     assert_eq!(p.endpoints[0].name, "127.0.0.1:5001");
     let picks: Vec<usize> = (0..6)
-        .map(|_| p.choose(&AffinityInput::default()).unwrap().0)
+        .map(|_| pick(&p, &AffinityInput::default()).unwrap().0)
         .collect();
     assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
     p.endpoints[1].health.record(false, 1, 1);
-    assert!((0..6).all(|_| p.choose(&AffinityInput::default()).unwrap().0 != 1));
+    assert!((0..6).all(|_| pick(&p, &AffinityInput::default()).unwrap().0 != 1));
 }
 
 #[test]
 fn health_state_survives_recompiling_an_unchanged_endpoint() {
     let old = pool(SIGNALR);
     old.endpoints[2].health.record(false, 1, 1);
-    let cfg: config::Pool = serde_yaml::from_str(SIGNALR).unwrap();
-    let new = Pool::compile("p", &cfg, Some(&old)).unwrap();
+    let new = Pool::compile("p", &pool_config(SIGNALR), Some(&old)).unwrap();
     assert!(!new.endpoints[2].is_healthy());
     assert!(new.endpoints[0].is_healthy());
 }
 
 fn recompile(yaml: &str, previous: &Pool) -> Pool {
-    let cfg: config::Pool = serde_yaml::from_str(yaml).unwrap();
-    Pool::compile("p", &cfg, Some(previous)).unwrap()
+    Pool::compile("p", &pool_config(yaml), Some(previous)).unwrap()
 }
 
 #[test]
@@ -102,21 +130,21 @@ endpoints:
         Some(auth.as_bytes()),
         None,
     );
-    let (i, rule) = new.choose(&existing).unwrap();
-    assert_eq!((i, rule), (2, Choice::Retired));
-    assert_eq!(new.endpoint(i).unwrap().name, "c.example");
-    assert!(Arc::ptr_eq(new.endpoint(i).unwrap(), &old.endpoints[2]));
+    let (i, rule) = pick(&new, &existing).unwrap();
+    assert_eq!((i, rule), (2, Rule::Retired));
+    assert_eq!(at(&new, i).unwrap().name, "c.example");
+    assert!(Arc::ptr_eq(at(&new, i).unwrap(), &old.endpoints[2]));
     // A negotiate (a new connection) follows the new config.
     let fresh = AffinityInput::new(Some("asrs_request_id=x"), Some(auth.as_bytes()), None);
-    let (i, rule) = new.choose(&fresh).unwrap();
-    assert!(i < 2 && rule == Choice::RequestId, "{i} {rule}");
+    let (i, rule) = pick(&new, &fresh).unwrap();
+    assert!(i < 2 && rule == Rule::RequestId, "{i} {rule}");
     // Retired endpoints stay retired over later reloads, and come back when configured again.
     let one = "kind: signalr\nendpoints: [{ url: https://a.example, address: 127.0.0.1:1 }]";
     let newer = recompile(one, &new);
     let names: Vec<&str> = newer.retired.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["b.example", "c.example"]);
-    assert_eq!(newer.endpoint(5).map(|e| e.name.as_str()), None);
+    assert_eq!(at(&newer, 5).map(|e| e.name.as_str()), None);
     let back = recompile(SIGNALR, &newer);
     assert!(back.retired.is_empty());
-    assert_eq!(back.choose(&existing), Some((2, Choice::Audience)));
+    assert_eq!(pick(&back, &existing), Some((2, Rule::Audience)));
 }

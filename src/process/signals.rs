@@ -17,8 +17,8 @@ use log::{error, info};
 use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::drain::Phase;
-use crate::ops::Ops;
+use super::ops::Ops;
+use crate::runtime::drain::Phase;
 
 static EARLY_SIGHUP: AtomicBool = AtomicBool::new(false);
 

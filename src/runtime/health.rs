@@ -111,9 +111,12 @@ impl Prober {
         let probe: Box<dyn Probe + Send + Sync> = match settings.kind {
             CheckKind::Http => {
                 let mut check = HttpHealthCheck::new(target.host, target.tls);
-                let mut req =
-                    RequestHeader::build(settings.method.as_str(), settings.path.as_bytes(), None)
-                        .map_err(|e| format!("invalid health check request: {e}"))?;
+                let mut req = RequestHeader::build(
+                    settings.method.0.clone(),
+                    settings.path.0.as_bytes(),
+                    None,
+                )
+                .map_err(|e| format!("invalid health check request: {e}"))?;
                 req.insert_header("Host", target.authority)
                     .map_err(|e| format!("invalid Host for health check: {e}"))?;
                 req.insert_header("User-Agent", "signalr-edge-health")

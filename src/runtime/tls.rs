@@ -1,13 +1,36 @@
-//! Certificates of TLS listeners, held in the runtime so a reload rotates them: every handshake
-//! asks the current runtime generation for its listener's key.
+//! TLS material read at compile time: upstream CA bundles, shared by every peer of a pool, and
+//! listener certificates, which a reload rotates.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use pingora_core::protocols::tls::CaType;
 use pingora_core::tls::sign::CertifiedKey;
-use pingora_core::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
+use pingora_core::tls::{CertificateDer, CryptoProvider, RootCertStore};
+use pingora_core::utils::tls::{parse_x509, WrappedX509};
 
-use crate::runtime::SharedRuntime;
+/// Reads a PEM bundle of CA certificates into the form `PeerOptions::ca` takes.
+pub fn load_ca_file(path: &Path) -> Result<Arc<CaType>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let ders: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
+    if ders.is_empty() {
+        return Err(format!("{}: no CERTIFICATE found", path.display()));
+    }
+    // Check each certificate parses before handing it to Pingora, whose parser panics on garbage.
+    let mut store = RootCertStore::empty();
+    for der in &ders {
+        store
+            .add(der.clone())
+            .map_err(|e| format!("{}: unusable CA certificate: {e}", path.display()))?;
+    }
+    let certs: Vec<WrappedX509> = ders
+        .into_iter()
+        .map(|d| WrappedX509::new(d.to_vec(), parse_x509))
+        .collect();
+    Ok(Arc::from(certs.into_boxed_slice()))
+}
 
 /// Reads a PEM certificate chain (leaf first) and its private key, and checks they match.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
@@ -29,29 +52,4 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, 
     CertifiedKey::from_der(chain, der, provider)
         .map(Arc::new)
         .map_err(|e| format!("{} with {}: {e}", cert.display(), key.display()))
-}
-
-/// Hands each TLS handshake of one listener the certificate of the current runtime generation.
-#[derive(Debug)]
-pub struct CertResolver {
-    state: SharedRuntime,
-    listener: usize,
-}
-
-impl CertResolver {
-    /// The resolver of `listeners[listener]`.
-    pub fn new(state: SharedRuntime, listener: usize) -> Self {
-        CertResolver { state, listener }
-    }
-}
-
-impl ResolvesServerCert for CertResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.state
-            .load()
-            .listener_certs
-            .get(self.listener)
-            .cloned()
-            .flatten()
-    }
 }

@@ -1,6 +1,6 @@
 //! Builds and runs the Pingora server from a config file.
 
-use std::net::SocketAddr;
+use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,16 +13,17 @@ use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 
+use super::control::ControlService;
+use super::drain::TrackedApp;
+use super::health_checks::HealthChecker;
+use super::listener_tls::CertResolver;
+use super::ops::Ops;
+use super::signals::{self, EdgeSignals};
+use super::Exit;
 use crate::config::{Config, ServerSection};
-use crate::control::ControlService;
-use crate::drain::TrackedApp;
-use crate::listener_tls::CertResolver;
-use crate::ops::Ops;
 use crate::proxy::EdgeProxy;
 use crate::reload::Reloader;
 use crate::runtime::{Runtime, SharedRuntime};
-use crate::signals::{self, EdgeSignals};
-use crate::upstream::checker::HealthChecker;
 
 /// Pingora's own grace period runs this much past our drain deadline: it is only a fallback,
 /// the drain ends the process itself (at once when idle, else at the deadline).
@@ -68,37 +69,41 @@ pub struct EdgeServer {
 }
 
 impl EdgeServer {
-    /// Runs until drained or stopped; never returns.
+    /// Runs until drained or stopped, then ends the process through its `Exit`.
     pub fn run(self) -> ! {
+        let exit = self.ops.exit;
         self.server.run(RunArgs {
             shutdown_signal: Box::new(EdgeSignals::new(self.ops)),
         });
-        std::process::exit(0)
+        exit(0)
     }
 }
 
 /// Builds the server (listeners, proxy, admin, health checks) without running it. `file` is
-/// the configuration file reloads read.
+/// the configuration file reloads read; `exit` ends the process when it is done.
 pub fn build(
     config: &Config,
     runtime: Runtime,
     file: &Path,
     flags: &RunFlags,
+    exit: Exit,
 ) -> Result<EdgeServer, String> {
+    let process = &config.process;
     let opt = Opt {
         upgrade: flags.upgrade,
         daemon: flags.daemon,
         ..Opt::default()
     };
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config.server, flags.daemon));
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&process.server, flags.daemon));
     // With -u this waits for the old process to send its listening sockets.
     server.bootstrap();
     let state: SharedRuntime = Arc::new(ArcSwap::from_pointee(runtime));
     let ops = Arc::new(Ops::new(
         Reloader::new(file, config.clone(), state.clone()),
-        &config.server.upgrade_sock,
-        std::time::Duration::from_secs(config.server.grace_period_seconds),
+        &process.server.upgrade_sock,
+        std::time::Duration::from_secs(process.server.grace_period_seconds),
         flags.upgrade,
+        exit,
     ));
     let proxy = pingora_proxy::http_proxy(
         &server.configuration,
@@ -108,9 +113,10 @@ pub fn build(
         "signalr-edge".to_string(),
         TrackedApp::new(proxy, ops.drain.clone()),
     );
-    for (i, l) in config.listeners.iter().enumerate() {
-        let mut listener = ListenerConfig::tcp(l.address.as_str());
-        if let Some(tls) = &l.tls {
+    for (i, l) in process.listeners.iter().enumerate() {
+        let address = l.address.to_string();
+        let mut listener = ListenerConfig::tcp(&address);
+        if let Some(Some(tls)) = config.service.listener_certs.get(i) {
             let (cert, key) = (
                 tls.cert.display().to_string(),
                 tls.key.display().to_string(),
@@ -122,7 +128,7 @@ pub fn build(
             settings.set_cert_resolver(Arc::new(CertResolver::new(state.clone(), i)));
             listener = listener.tls(settings);
         }
-        let read = l.read_buffer.or(l.tls.is_none().then_some(0));
+        let read = l.read_buffer.or((!l.tls).then_some(0));
         if let Some(read) = read {
             listener = listener.l4_buffer(L4BufferSettings::default().read(read));
         }
@@ -130,20 +136,15 @@ pub fn build(
         info!(
             "listening on {}{}",
             l.address,
-            if l.tls.is_some() { " (TLS)" } else { "" }
+            if l.tls { " (TLS)" } else { "" }
         );
     }
-    let admin = config
-        .admin
-        .as_ref()
-        .map(|a| {
-            a.listen
-                .parse::<SocketAddr>()
-                .map(|s| s.to_string())
-                .map_err(|_| format!("admin.listen: {:?} is not an ip:port address", a.listen))
-        })
-        .transpose()?;
-    let addresses = config.listeners.iter().map(|l| l.address.clone()).collect();
+    let admin = process.admin.map(|a| a.to_string());
+    let addresses = process
+        .listeners
+        .iter()
+        .map(|l| l.address.to_string())
+        .collect();
     let control = server.add_service(ControlService::new(ops.clone(), admin, addresses));
     let proxy = server.add_service(service);
     proxy.add_dependency(&control);
@@ -154,11 +155,12 @@ pub fn build(
     Ok(EdgeServer { server, ops })
 }
 
-/// Loads `file` and runs the edge until it is told to stop.
-pub fn run(file: &Path, flags: RunFlags) -> Result<(), String> {
+/// Loads `file` and runs the edge until it is told to stop; then `exit` ends the process.
+/// Returns only when the file or the server setup is refused.
+pub fn run(file: &Path, flags: RunFlags, exit: Exit) -> Result<Infallible, String> {
     signals::catch_early_sighup();
     let (config, runtime) = Runtime::load(file, None).map_err(|e| e.to_string())?;
     // Reloads read the same file even after a daemon changed its working directory.
     let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
-    build(&config, runtime, &file, &flags)?.run()
+    build(&config, runtime, &file, &flags, exit)?.run()
 }

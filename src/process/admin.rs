@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use log::{error, info};
 
-use crate::ops::Ops;
+use super::ops::Ops;
 use crate::reload::Trigger;
 
 /// The admin routes over the shared operations state.

@@ -1,5 +1,15 @@
-//! The immutable compiled state the request path reads: routes, pools, trusted proxies.
-//! Swapped as a whole behind an `ArcSwap`, so a request sees one consistent generation.
+//! What the request path reads: the compiled generation (routes, pools, endpoints with their
+//! health, trusted proxies, listener certificates), swapped as a whole behind an `ArcSwap` so a
+//! request sees one consistent generation, and the process phase (`drain`).
+//!
+//! Built from `config`'s [`ServiceConfig`] only; uses `signalr` for the rule chain.
+
+pub(crate) mod drain;
+mod endpoint;
+mod health;
+mod pool;
+mod routes;
+mod tls;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,10 +19,11 @@ use ipnet::IpNet;
 
 use pingora_core::tls::sign::CertifiedKey;
 
-use crate::config::{Config, ConfigError, PathError};
-use crate::listener_tls::load_certified_key;
-use crate::routing::RouteTable;
-use crate::upstream::Pool;
+use crate::config::{Config, ConfigError, PathError, ServiceConfig};
+pub use endpoint::Endpoint;
+pub use pool::Pool;
+use routes::RouteTable;
+use tls::load_certified_key;
 
 /// One compiled configuration.
 #[derive(Debug)]
@@ -33,9 +44,9 @@ pub struct Runtime {
 pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
 
 impl Runtime {
-    /// Compiles a validated config; `previous` keeps health state of unchanged endpoints.
+    /// Compiles a checked config; `previous` keeps health state of unchanged endpoints.
     pub fn compile(
-        config: &Config,
+        config: &ServiceConfig,
         file: &Path,
         previous: Option<&Runtime>,
     ) -> Result<Runtime, ConfigError> {
@@ -50,9 +61,9 @@ impl Runtime {
             pools.iter().position(|p| p.name == name)
         })
         .map_err(|e| e.in_file(file))?;
-        let mut listener_certs = Vec::with_capacity(config.listeners.len());
-        for (i, l) in config.listeners.iter().enumerate() {
-            listener_certs.push(match &l.tls {
+        let mut listener_certs = Vec::with_capacity(config.listener_certs.len());
+        for (i, tls) in config.listener_certs.iter().enumerate() {
+            listener_certs.push(match tls {
                 None => None,
                 Some(tls) => {
                     Some(load_certified_key(&tls.cert, &tls.key).map_err(|m| {
@@ -81,7 +92,10 @@ impl Runtime {
     /// Loads, validates and compiles a config file in one step.
     pub fn load(file: &Path, previous: Option<&Runtime>) -> Result<(Config, Runtime), ConfigError> {
         let config = crate::config::load(file)?;
-        let runtime = Runtime::compile(&config, file, previous)?;
+        let runtime = Runtime::compile(&config.service, file, previous)?;
         Ok((config, runtime))
     }
 }
+
+#[cfg(test)]
+mod pool_tests;

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use http::header::{AUTHORIZATION, HOST};
 use pingora_http::RequestHeader;
 
-use crate::affinity::AffinityInput;
-use crate::forwarded;
-use crate::runtime::Runtime;
-use crate::upstream::{Choice, Endpoint, Pool};
+use super::forwarded;
+use crate::runtime::{Endpoint, Pool, Runtime};
+use crate::signalr::{AffinityInput, Rule};
 
 /// What the edge answers itself, when it does not proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +43,7 @@ pub struct Selection {
     /// The chosen endpoint.
     pub endpoint: Option<Arc<Endpoint>>,
     /// The rule that chose it.
-    pub choice: Option<Choice>,
+    pub choice: Option<Rule>,
 }
 
 impl Client {
@@ -89,15 +88,10 @@ pub fn select(
         req.headers.get(AUTHORIZATION).map(|v| v.as_bytes()),
         sel.client.client_ip,
     );
-    let chosen = pool.choose(&input);
     sel.pool = Some(pool.clone());
-    let (i, choice) = chosen.ok_or(LocalAnswer::NoHealthyEndpoint)?;
-    sel.endpoint = Some(
-        pool.endpoint(i)
-            .ok_or(LocalAnswer::NoHealthyEndpoint)?
-            .clone(),
-    );
-    sel.choice = Some(choice);
+    let (endpoint, rule) = pool.choose(&input).ok_or(LocalAnswer::NoHealthyEndpoint)?;
+    sel.endpoint = Some(endpoint.clone());
+    sel.choice = Some(rule);
     Ok(())
 }
 
@@ -118,7 +112,7 @@ mod tests {
              routes:\n  - { path: /client/, pool: signalr }\n  - { path: /app/, pool: app }\n",
         )
         .unwrap();
-        Runtime::compile(&cfg, Path::new("t.yaml"), None).unwrap()
+        Runtime::compile(&cfg.service, Path::new("t.yaml"), None).unwrap()
     }
 
     fn req(uri: &str, headers: &[(&str, &str)]) -> RequestHeader {
@@ -140,7 +134,7 @@ mod tests {
         );
         select(&rt, &r, ip("10.1.2.3"), &mut sel).unwrap();
         assert_eq!(sel.route, Some(0));
-        assert_eq!(sel.choice, Some(Choice::RequestId));
+        assert_eq!(sel.choice, Some(Rule::RequestId));
         assert!(sel.client.peer_trusted);
         assert_eq!(sel.client.client_ip, ip("192.0.2.7"));
         let first = sel.endpoint.as_ref().unwrap().name.clone();

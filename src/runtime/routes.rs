@@ -50,16 +50,14 @@ impl RouteTable {
                     format!("unknown pool {:?}", r.pool),
                 )
             })?;
-            let methods = r.methods.as_ref().map(|ms| {
-                ms.iter()
-                    .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
-                    .collect()
-            });
             out.push(Route {
                 index: i,
-                host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
-                prefix: r.path.clone(),
-                methods,
+                host: r.host.as_ref().map(|h| h.0.clone()),
+                prefix: r.path.0.clone(),
+                methods: r
+                    .methods
+                    .as_ref()
+                    .map(|ms| ms.iter().map(|m| m.0.clone()).collect()),
                 pool,
             });
         }

@@ -1,0 +1,255 @@
+//! From the file format to the typed [`Config`]: the checks serde cannot express (lists that
+//! must not be empty, names used twice, references between sections), defaults that depend on
+//! other keys, and the split into process and service settings. Each error names its key path.
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::file::{Endpoint, File, HealthCheck, HostHeader, Pool, PoolKind, Timeouts};
+use super::typed::{
+    Config, EndpointSpec, ListenerSocket, PoolConfig, ProcessConfig, ServiceConfig,
+};
+use super::PathError;
+use crate::signalr::{Rule, DEFAULT_RULES};
+
+/// Checks a parsed file and splits it into process and service settings.
+pub fn check(f: File) -> Result<Config, PathError> {
+    if f.server.threads == 0 {
+        return Err(PathError::new("server.threads", "must be at least 1"));
+    }
+    if f.listeners.is_empty() {
+        return Err(PathError::new(
+            "listeners",
+            "at least one listener is needed",
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, l) in f.listeners.iter().enumerate() {
+        if !seen.insert(l.address) {
+            return Err(PathError::new(
+                format!("listeners[{i}].address"),
+                format!("{} is listed twice", l.address),
+            ));
+        }
+    }
+    if let Some(admin) = &f.admin {
+        if seen.contains(&admin.listen) {
+            return Err(PathError::new(
+                "admin.listen",
+                format!("{} is also a client listener", admin.listen),
+            ));
+        }
+    }
+    if f.pools.is_empty() {
+        return Err(PathError::new("pools", "at least one pool is needed"));
+    }
+    let mut pools = BTreeMap::new();
+    for (name, pool) in &f.pools {
+        pools.insert(name.clone(), check_pool(name, pool)?);
+    }
+    check_routes(&f)?;
+    let process = ProcessConfig {
+        server: f.server,
+        listeners: f
+            .listeners
+            .iter()
+            .map(|l| ListenerSocket {
+                address: l.address,
+                tls: l.tls.is_some(),
+                read_buffer: l.read_buffer,
+            })
+            .collect(),
+        admin: f.admin.map(|a| a.listen),
+    };
+    let service = ServiceConfig {
+        trusted_proxies: f.trusted_proxies,
+        pools,
+        routes: f.routes,
+        listener_certs: f.listeners.into_iter().map(|l| l.tls).collect(),
+    };
+    Ok(Config { process, service })
+}
+
+fn check_routes(f: &File) -> Result<(), PathError> {
+    if f.routes.is_empty() {
+        return Err(PathError::new("routes", "at least one route is needed"));
+    }
+    let mut keys = HashSet::new();
+    for (i, r) in f.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        if !f.pools.contains_key(&r.pool) {
+            let known: Vec<&str> = f.pools.keys().map(String::as_str).collect();
+            return Err(PathError::new(
+                format!("{path}.pool"),
+                format!("unknown pool {:?} (pools: {})", r.pool, known.join(", ")),
+            ));
+        }
+        let mut methods = Vec::new();
+        if let Some(ms) = &r.methods {
+            if ms.is_empty() {
+                return Err(PathError::new(
+                    format!("{path}.methods"),
+                    "must not be empty (omit it to match every method)",
+                ));
+            }
+            methods = ms.clone();
+            methods.sort();
+        }
+        if !keys.insert((r.host.clone(), r.path.clone(), methods)) {
+            return Err(PathError::new(
+                path,
+                "duplicates an earlier route (same host, path and methods)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads one endpoint entry; `path` is its key path, for errors.
+pub fn endpoint_spec(e: &Endpoint, path: &str) -> Result<EndpointSpec, PathError> {
+    let (url, port_override, access_key) = match (&e.url, &e.connection_string) {
+        (Some(u), None) => (u, None, None),
+        (None, Some(cs)) => (&cs.url, cs.port, cs.access_key.clone()),
+        _ => {
+            return Err(PathError::new(
+                path,
+                "give exactly one of `url` or `connection_string`",
+            ))
+        }
+    };
+    let port = port_override
+        .or(url.port)
+        .unwrap_or_else(|| url.default_port());
+    let name = match &e.name {
+        Some(n) if n.trim().is_empty() => {
+            return Err(PathError::new(format!("{path}.name"), "must not be empty"))
+        }
+        Some(n) => n.clone(),
+        None if port == url.default_port() => url.host.clone(),
+        // Two app servers on one host differ by port only.
+        None => format!("{}:{port}", url.host),
+    };
+    Ok(EndpointSpec {
+        name,
+        tls: url.tls,
+        host: url.host.clone(),
+        port,
+        address: e.address.map(|a| a.0),
+        access_key,
+    })
+}
+
+/// Checks one pool entry and applies its defaults.
+pub fn check_pool(name: &str, pool: &Pool) -> Result<PoolConfig, PathError> {
+    let path = format!("pools.{name}");
+    if name.is_empty() {
+        return Err(PathError::new("pools", "pool names must not be empty"));
+    }
+    if pool.endpoints.is_empty() {
+        return Err(PathError::new(
+            format!("{path}.endpoints"),
+            "at least one endpoint is needed",
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut endpoints = Vec::with_capacity(pool.endpoints.len());
+    for (i, e) in pool.endpoints.iter().enumerate() {
+        let ep_path = format!("{path}.endpoints[{i}]");
+        let spec = endpoint_spec(e, &ep_path)?;
+        if !names.insert(spec.name.clone()) {
+            return Err(PathError::new(
+                ep_path,
+                format!(
+                    "endpoint name {:?} is used twice in this pool; set `name`",
+                    spec.name
+                ),
+            ));
+        }
+        endpoints.push(spec);
+    }
+    let rules = check_rules(&path, pool)?;
+    if let Some(hc) = &pool.health_check {
+        check_health(&format!("{path}.health_check"), hc)?;
+    }
+    check_timeouts(&path, &pool.timeouts)?;
+    Ok(PoolConfig {
+        kind: pool.kind,
+        endpoints,
+        rules,
+        host_header: pool.host_header.unwrap_or(match pool.kind {
+            PoolKind::Signalr => HostHeader::Endpoint,
+            PoolKind::App => HostHeader::Preserve,
+        }),
+        health_check: pool.health_check.clone(),
+        timeouts: pool.timeouts.clone(),
+        tls: pool.tls.clone(),
+    })
+}
+
+/// The pool's instance-choice rules, with the default order for SignalR pools.
+fn check_rules(path: &str, pool: &Pool) -> Result<Vec<Rule>, PathError> {
+    let Some(rules) = &pool.affinity else {
+        return Ok(match pool.kind {
+            PoolKind::Signalr => DEFAULT_RULES.to_vec(),
+            PoolKind::App => Vec::new(),
+        });
+    };
+    if pool.kind != PoolKind::Signalr {
+        return Err(PathError::new(
+            format!("{path}.affinity"),
+            "only signalr pools choose instances by affinity",
+        ));
+    }
+    if rules.is_empty() {
+        return Err(PathError::new(
+            format!("{path}.affinity"),
+            "must name at least one rule",
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, r) in rules.iter().enumerate() {
+        if !seen.insert(r) {
+            return Err(PathError::new(
+                format!("{path}.affinity[{i}]"),
+                format!("{r:?} is listed twice"),
+            ));
+        }
+    }
+    Ok(rules.clone())
+}
+
+fn check_health(hp: &str, hc: &HealthCheck) -> Result<(), PathError> {
+    for (key, zero) in [
+        ("interval", hc.interval.is_zero()),
+        ("timeout", hc.timeout.is_zero()),
+    ] {
+        if zero {
+            return Err(PathError::new(format!("{hp}.{key}"), "must be more than 0"));
+        }
+    }
+    for (key, n) in [
+        ("healthy_threshold", hc.healthy_threshold),
+        ("unhealthy_threshold", hc.unhealthy_threshold),
+    ] {
+        if n == 0 {
+            return Err(PathError::new(format!("{hp}.{key}"), "must be at least 1"));
+        }
+    }
+    Ok(())
+}
+
+fn check_timeouts(path: &str, t: &Timeouts) -> Result<(), PathError> {
+    for (key, d) in [
+        ("connect", t.connect),
+        ("read", t.read),
+        ("write", t.write),
+        ("idle", t.idle),
+    ] {
+        if d.is_zero() {
+            return Err(PathError::new(
+                format!("{path}.timeouts.{key}"),
+                "must be more than 0",
+            ));
+        }
+    }
+    Ok(())
+}

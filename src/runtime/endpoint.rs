@@ -1,0 +1,132 @@
+//! One upstream, ready for the request path: address resolved, peer and probe prepared.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use http::HeaderValue;
+use pingora_core::protocols::tls::CaType;
+use pingora_core::upstreams::peer::HttpPeer;
+
+use super::health::{Health, ProbeTarget, Prober};
+use crate::config::{EndpointSpec, PoolConfig};
+use crate::signalr::Candidate;
+
+/// One upstream, ready for the request path.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Name on the ring.
+    pub name: String,
+    /// Host name: Host header, SNI, token audience.
+    pub host: String,
+    /// `Host` header value (host, plus port when not the default).
+    pub authority: HeaderValue,
+    /// Resolved (or configured) address.
+    pub addr: SocketAddr,
+    /// Upstream speaks TLS.
+    pub tls: bool,
+    /// Health state, shared across reloads of an unchanged endpoint.
+    pub health: Arc<Health>,
+    /// Active probe, if the pool has health checks.
+    pub prober: Option<Arc<Prober>>,
+    peer: HttpPeer,
+}
+
+impl Endpoint {
+    /// Resolves and prepares one endpoint of `pool`; `ca` is the pool's trust bundle.
+    pub fn build(
+        spec: &EndpointSpec,
+        pool: &PoolConfig,
+        ca: Option<Arc<CaType>>,
+    ) -> Result<Endpoint, String> {
+        let addr = match spec.address {
+            Some(a) => a,
+            None => (spec.host.as_str(), spec.port)
+                .to_socket_addrs()
+                .map_err(|e| format!("cannot resolve {}:{}: {e}", spec.host, spec.port))?
+                .next()
+                .ok_or_else(|| format!("{} has no address", spec.host))?,
+        };
+        let authority = spec.authority();
+        let authority =
+            HeaderValue::from_str(&authority).map_err(|_| format!("invalid host {authority:?}"))?;
+        let verify = pool.tls.verify;
+        let sni = if spec.tls {
+            spec.host.clone()
+        } else {
+            String::new()
+        };
+        let mut peer = HttpPeer::new(addr, spec.tls, sni);
+        let t = &pool.timeouts;
+        let o = &mut peer.options;
+        o.connection_timeout = Some(t.connect);
+        o.total_connection_timeout = Some(t.connect);
+        o.read_timeout = Some(t.read);
+        o.write_timeout = Some(t.write);
+        o.idle_timeout = Some(t.idle);
+        o.verify_cert = verify;
+        o.verify_hostname = verify;
+        o.ca = ca.clone();
+        let prober = match &pool.health_check {
+            None => None,
+            Some(hc) => {
+                let target = ProbeTarget {
+                    host: &spec.host,
+                    authority: authority.to_str().unwrap_or_default(),
+                    tls: spec.tls,
+                    verify,
+                    ca,
+                    addr,
+                };
+                Some(Arc::new(Prober::new(hc, target)?))
+            }
+        };
+        Ok(Endpoint {
+            name: spec.name.clone(),
+            host: spec.host.clone(),
+            authority,
+            addr,
+            tls: spec.tls,
+            health: Arc::new(Health::default()),
+            prober,
+            peer,
+        })
+    }
+
+    /// A fresh peer for one upstream request.
+    pub fn peer(&self) -> Box<HttpPeer> {
+        Box::new(self.peer.clone())
+    }
+
+    /// Whether new requests may go here.
+    pub fn is_healthy(&self) -> bool {
+        self.health.is_healthy()
+    }
+
+    /// Identity for keeping health state across reloads: same name, address, scheme and host.
+    pub fn same_target(&self, other: &Endpoint) -> bool {
+        self.name == other.name
+            && self.addr == other.addr
+            && self.tls == other.tls
+            && self.host == other.host
+    }
+
+    /// `scheme://host@address`, for reload reports.
+    pub fn target(&self) -> String {
+        format!(
+            "{}://{}@{}",
+            if self.tls { "https" } else { "http" },
+            self.host,
+            self.addr
+        )
+    }
+}
+
+impl Candidate for Arc<Endpoint> {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.health.is_healthy()
+    }
+}

@@ -1,0 +1,76 @@
+//! A compiled pool: its endpoints, the ones a reload retired, and the rule chain over them.
+
+use std::sync::Arc;
+
+use super::endpoint::Endpoint;
+use super::tls::load_ca_file;
+use crate::config::{HostHeader, PathError, PoolConfig, PoolKind};
+use crate::signalr::{Affinity, AffinityInput, Rule};
+
+/// A compiled pool.
+#[derive(Debug)]
+pub struct Pool {
+    /// Name from config.
+    pub name: String,
+    /// SignalR or app.
+    pub kind: PoolKind,
+    /// Endpoints in config order (the ring's order).
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Endpoints earlier generations had and this one does not: no new connections, no health
+    /// checks, but requests of their existing connections (found by token audience) still go
+    /// there, so a reload does not break a long-polling client or a connect in flight.
+    pub retired: Vec<Arc<Endpoint>>,
+    /// What `Host` goes upstream.
+    pub host_header: HostHeader,
+    affinity: Affinity,
+}
+
+impl Pool {
+    /// Compiles a configured pool; `previous` lends health state to unchanged endpoints.
+    pub fn compile(
+        name: &str,
+        cfg: &PoolConfig,
+        previous: Option<&Pool>,
+    ) -> Result<Pool, PathError> {
+        let path = format!("pools.{name}");
+        let ca = match &cfg.tls.ca_file {
+            None => None,
+            Some(f) => Some(
+                load_ca_file(f).map_err(|m| PathError::new(format!("{path}.tls.ca_file"), m))?,
+            ),
+        };
+        let mut endpoints = Vec::with_capacity(cfg.endpoints.len());
+        for (i, spec) in cfg.endpoints.iter().enumerate() {
+            let mut ep = Endpoint::build(spec, cfg, ca.clone())
+                .map_err(|m| PathError::new(format!("{path}.endpoints[{i}]"), m))?;
+            if let Some(old) =
+                previous.and_then(|p| p.endpoints.iter().find(|o| o.same_target(&ep)))
+            {
+                ep.health = old.health.clone();
+            }
+            endpoints.push(Arc::new(ep));
+        }
+        let retired = previous.map_or_else(Vec::new, |p| {
+            p.endpoints
+                .iter()
+                .chain(&p.retired)
+                .filter(|o| !endpoints.iter().any(|e| e.name == o.name))
+                .cloned()
+                .collect()
+        });
+        let names: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
+        Ok(Pool {
+            name: name.to_string(),
+            kind: cfg.kind,
+            affinity: Affinity::new(cfg.rules.clone(), &names),
+            endpoints,
+            retired,
+            host_header: cfg.host_header,
+        })
+    }
+
+    /// The endpoint of a request and the rule that chose it, or `None` when none is healthy.
+    pub fn choose(&self, input: &AffinityInput<'_>) -> Option<(&Arc<Endpoint>, Rule)> {
+        self.affinity.choose(&self.endpoints, &self.retired, input)
+    }
+}
