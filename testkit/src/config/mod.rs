@@ -1,0 +1,275 @@
+//! A typed builder for the edge's YAML file, so tests say what they configure instead of
+//! formatting YAML. It writes the documented file format (README, `conf/signalr-edge.yaml`) and
+//! knows nothing of the edge's own config types: what the parser accepts or refuses is the
+//! edge's business, and tests of parse errors keep their YAML as literal text.
+//!
+//! Unset options are left out of the file, so the edge's defaults apply.
+
+mod pool;
+
+use std::path::{Path, PathBuf};
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+pub use pool::{Endpoint, HealthCheck, Pool, Timeouts};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EdgeConfig {
+    /// Pingora's settings.
+    #[serde(skip_serializing_if = "Server::is_empty")]
+    pub server: Server,
+    /// Where the edge accepts clients.
+    pub listeners: Vec<Listener>,
+    /// The admin listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<Admin>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
+    /// Pools in the order they were added (a map in the file).
+    #[serde(serialize_with = "pools_by_name")]
+    pub pools: Vec<Pool>,
+    /// Routes.
+    pub routes: Vec<Route>,
+}
+
+/// The `server` section; `None` leaves the edge's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Server {
+    /// Worker threads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// PID file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid_file: Option<PathBuf>,
+    /// Socket that hands the listeners to a new process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade_sock: Option<PathBuf>,
+    /// Log file of a daemon.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_log: Option<PathBuf>,
+    /// The drain deadline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grace_period_seconds: Option<u64>,
+    /// How long the final shutdown may take.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graceful_shutdown_timeout_seconds: Option<u64>,
+}
+
+impl Server {
+    fn is_empty(&self) -> bool {
+        *self == Server::default()
+    }
+}
+
+/// One listening address.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listener {
+    /// `ip:port`.
+    pub address: String,
+    /// Certificate and key of a TLS listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
+    /// Read buffer per connection, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_buffer: Option<usize>,
+}
+
+/// PEM files of a TLS listener.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerTls {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+impl Listener {
+    /// A plain listener on `address` (`ip:port`).
+    pub fn new(address: impl ToString) -> Listener {
+        Listener {
+            address: address.to_string(),
+            tls: None,
+            read_buffer: None,
+        }
+    }
+
+    /// Serves TLS with these PEM files.
+    pub fn tls(mut self, cert: &Path, key: &Path) -> Listener {
+        self.tls = Some(ListenerTls {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        });
+        self
+    }
+}
+
+/// The `admin` section.
+#[derive(Debug, Clone, Serialize)]
+pub struct Admin {
+    /// `ip:port`.
+    pub listen: String,
+}
+
+/// One route.
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    /// Host to match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Path prefix.
+    pub path: String,
+    /// Methods to match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    /// The pool's name.
+    pub pool: String,
+}
+
+impl Route {
+    /// Requests under `path` go to `pool`.
+    pub fn new(path: &str, pool: &str) -> Route {
+        Route {
+            host: None,
+            path: path.to_string(),
+            methods: None,
+            pool: pool.to_string(),
+        }
+    }
+
+    /// Only for this `Host`.
+    pub fn host(mut self, host: &str) -> Route {
+        self.host = Some(host.to_string());
+        self
+    }
+
+    /// Only for these methods.
+    pub fn methods(mut self, methods: &[&str]) -> Route {
+        self.methods = Some(methods.iter().map(|m| m.to_string()).collect());
+        self
+    }
+}
+
+impl EdgeConfig {
+    /// An empty file: no listener, pool or route yet.
+    pub fn new() -> EdgeConfig {
+        EdgeConfig::default()
+    }
+
+    /// Adds a listener.
+    pub fn listener(mut self, listener: Listener) -> EdgeConfig {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// Turns the admin listener on at `listen` (`ip:port`).
+    pub fn admin(mut self, listen: impl ToString) -> EdgeConfig {
+        self.admin = Some(Admin {
+            listen: listen.to_string(),
+        });
+        self
+    }
+
+    /// Believes `X-Forwarded-For` from `net` (an address or CIDR block).
+    pub fn trusted_proxy(mut self, net: &str) -> EdgeConfig {
+        self.trusted_proxies.push(net.to_string());
+        self
+    }
+
+    /// Adds a pool.
+    pub fn pool(mut self, pool: Pool) -> EdgeConfig {
+        self.pools.push(pool);
+        self
+    }
+
+    /// Adds a route (the order is the file's: error paths say `routes[i]`).
+    pub fn route(mut self, route: Route) -> EdgeConfig {
+        self.routes.push(route);
+        self
+    }
+
+    /// Sets the worker threads.
+    pub fn threads(mut self, threads: usize) -> EdgeConfig {
+        self.server.threads = Some(threads);
+        self
+    }
+
+    /// Sets the daemon's log file.
+    pub fn error_log(mut self, path: &Path) -> EdgeConfig {
+        self.server.error_log = Some(path.to_path_buf());
+        self
+    }
+
+    /// The pool named `name`, to change it in place.
+    pub fn pool_mut(&mut self, name: &str) -> &mut Pool {
+        self.pools
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no pool {name:?}"))
+    }
+
+    /// The file's text.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("the config serializes")
+    }
+
+    /// Writes the file.
+    pub fn write(&self, path: &Path) {
+        std::fs::write(path, self.to_yaml()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
+/// Pools are a map by name in the file; a list here keeps the order they were added in.
+fn pools_by_name<S: Serializer>(pools: &[Pool], s: S) -> Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(Some(pools.len()))?;
+    for p in pools {
+        map.serialize_entry(&p.name, p)?;
+    }
+    map.end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn writes_the_documented_format() {
+        let yaml = EdgeConfig::new()
+            .listener(Listener::new("127.0.0.1:8080"))
+            .threads(2)
+            .trusted_proxy("10.0.0.0/8")
+            .pool(
+                Pool::signalr("signalr")
+                    .endpoint(
+                        Endpoint::connection_string(
+                            "Endpoint=http://a.example;AccessKey=k;Version=1.0;",
+                        )
+                        .address("127.0.0.1:1"),
+                    )
+                    .health_check(HealthCheck::new().interval(Duration::from_millis(100))),
+            )
+            .pool(Pool::app("app").endpoint(Endpoint::url("http://127.0.0.1:2")))
+            .route(Route::new("/client/", "signalr"))
+            .route(Route::new("/", "app"))
+            .to_yaml();
+        let v: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(v["server"]["threads"], 2);
+        assert_eq!(v["listeners"][0]["address"], "127.0.0.1:8080");
+        assert_eq!(v["trusted_proxies"][0], "10.0.0.0/8");
+        let pool = &v["pools"]["signalr"];
+        assert_eq!(pool["kind"], "signalr");
+        assert_eq!(pool["endpoints"][0]["address"], "127.0.0.1:1");
+        assert_eq!(pool["health_check"]["interval"], "100ms");
+        assert!(pool["health_check"]["timeout"].is_null(), "unset: default");
+        assert_eq!(
+            v["pools"]["app"]["endpoints"][0]["url"],
+            "http://127.0.0.1:2"
+        );
+        assert_eq!(v["routes"][1]["pool"], "app");
+        assert!(v.get("admin").is_none());
+        assert!(yaml.find("signalr:").unwrap() < yaml.find("app:").unwrap());
+    }
+}

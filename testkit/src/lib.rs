@@ -1,0 +1,27 @@
+//! Fixtures shared by signalr-edge's integration tests and benches: `signalr-edge` processes on
+//! ephemeral ports, emulated ASRS instances, a typed builder for the edge's YAML file, test
+//! certificates, and one SignalR client for WebSockets, Server-Sent Events and long polling.
+//! Everything runs on 127.0.0.1 and is stopped or removed on drop.
+//!
+//! The edge binary is found next to the running test or bench (see [`process::edge_binary`]):
+//! cargo builds a package's binaries before its integration tests and benches, so this works
+//! from the root package's `tests/` and `benches/` without `env!("CARGO_BIN_EXE_...")`, which
+//! only exists there.
+
+pub mod certs;
+pub mod client;
+pub mod config;
+pub mod edge;
+pub mod emulator;
+pub mod process;
+pub mod site;
+
+pub use certs::{test_pki, TestPki};
+pub use client::negotiate::{negotiate, Negotiated};
+pub use client::ws::ws_whoami;
+pub use client::{http, Client, Error, Target, Transport};
+pub use config::{EdgeConfig, Endpoint, HealthCheck, Listener, Pool, Route, Server, Timeouts};
+pub use edge::Edge;
+pub use emulator::{addr_of, app_server, emulator, endpoint_of, instance, signalr_pool, token};
+pub use process::{edge_binary, free_port, send_signal, wait_for, TempDir};
+pub use site::{EdgeProcess, EdgeSite};
