@@ -15,6 +15,7 @@ use signalr_edge::affinity::{token_audience_host, AffinityInput};
 use signalr_edge::ring::Ring;
 use signalr_edge::runtime::Runtime;
 use signalr_edge::selection::{select, Selection};
+use testkit::{EdgeConfig, Endpoint, Listener, Pool, Route};
 
 const HOSTS: [&str; 3] = [
     "a.service.signalr.net",
@@ -23,18 +24,22 @@ const HOSTS: [&str; 3] = [
 ];
 
 fn runtime() -> Runtime {
-    let mut yaml = String::from(
-        "listeners: [{ address: \"127.0.0.1:0\" }]\npools:\n  signalr:\n    kind: signalr\n    endpoints:\n",
-    );
-    for (i, h) in HOSTS.iter().enumerate() {
-        yaml += &format!(
-            "      - {{ url: \"https://{h}\", address: \"127.0.0.1:{}\" }}\n",
-            7001 + i
-        );
-    }
-    yaml += "  app:\n    kind: app\n    endpoints: [{ url: \"http://127.0.0.1:7000\" }]\n\
-             routes:\n  - { path: /client/, pool: signalr }\n  - { path: /api/, pool: app }\n\
-             \x20 - { path: /, pool: app }\n";
+    let signalr = HOSTS
+        .iter()
+        .enumerate()
+        .fold(Pool::signalr("signalr"), |p, (i, h)| {
+            p.endpoint(
+                Endpoint::url(format!("https://{h}")).address(format!("127.0.0.1:{}", 7001 + i)),
+            )
+        });
+    let yaml = EdgeConfig::new()
+        .listener(Listener::new("127.0.0.1:0"))
+        .pool(signalr)
+        .pool(Pool::app("app").endpoint(Endpoint::url("http://127.0.0.1:7000")))
+        .route(Route::new("/client/", "signalr"))
+        .route(Route::new("/api/", "app"))
+        .route(Route::new("/", "app"))
+        .to_yaml();
     let cfg = signalr_edge::config::parse_str(&yaml).expect("bench config");
     Runtime::compile(&cfg, Path::new("<bench>"), None).expect("bench runtime")
 }

@@ -2,15 +2,12 @@
 //! from `tests/e2e/package-lock.json`) through `signalr-edge` to emulated ASRS instances, over
 //! WebSockets, Server-Sent Events and long polling, with the app server's negotiate redirect.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
-
-use common::*;
 use std::time::Duration;
 
 use asrs_emulator::{AppConfig, Emulator, EmulatorConfig, InstanceConfig};
+use testkit::*;
 
 fn e2e_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e"))
@@ -36,13 +33,17 @@ async fn setup(instances: Vec<InstanceConfig>, app: impl Fn(String) -> AppConfig
     })
     .await
     .unwrap();
-    let hc = "    health_check: { interval: 100ms, timeout: 1s, unhealthy_threshold: 1, healthy_threshold: 1 }\n";
-    let body = format!(
-        "{}  app:\n    kind: app\n    endpoints: [{{ url: \"http://{}\" }}]\nroutes:\n  - {{ path: /client/, pool: signalr }}\n  - {{ path: /, pool: app }}\n",
-        signalr_pool(&em, hc),
-        em.apps[0]
-    );
-    let edge = Edge::start_on(port, &body);
+    let hc = HealthCheck::new()
+        .interval(Duration::from_millis(100))
+        .timeout(Duration::from_secs(1))
+        .unhealthy_threshold(1)
+        .healthy_threshold(1);
+    let config = EdgeConfig::new()
+        .pool(signalr_pool(&em).health_check(hc))
+        .pool(Pool::app("app").endpoint(Endpoint::url(format!("http://{}", em.apps[0]))))
+        .route(Route::new("/client/", "signalr"))
+        .route(Route::new("/", "app"));
+    let edge = Edge::start_on(port, config);
     Setup { em, edge, base }
 }
 
@@ -103,12 +104,9 @@ async fn run_clients(s: &Setup, clients: usize, mode: &str, rule: &str) -> Strin
 fn app(omit_request_id: bool, audience_host: Option<&str>) -> impl Fn(String) -> AppConfig {
     let audience_host = audience_host.map(str::to_string);
     move |edge| AppConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        client_endpoint: edge,
-        instances: vec![],
         omit_request_id,
         audience_host: audience_host.clone(),
-        static_dirs: vec![],
+        ..app_server(&edge)
     }
 }
 

@@ -1,19 +1,22 @@
 //! Integration tests: the real `signalr-edge` binary in front of emulated ASRS instances.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::*;
 use futures_util::StreamExt;
+use testkit::*;
 
-const ROUTES: &str = "routes:\n  - { path: /client/, pool: signalr }\n";
+/// `pool` with `/client/` routed to it.
+fn client_routes(pool: Pool) -> EdgeConfig {
+    EdgeConfig::new()
+        .pool(pool)
+        .route(Route::new("/client/", "signalr"))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unmatched_paths_get_404_and_reach_no_upstream() {
     let em = emulator(vec![instance("a", "k", true)]).await;
-    let edge = Edge::start(&format!("{}{ROUTES}", signalr_pool(&em, "")));
+    let edge = Edge::start(client_routes(signalr_pool(&em)));
     let r = http()
         .get(edge.url("/other/negotiate"))
         .send()
@@ -36,11 +39,11 @@ async fn negotiate_and_websocket_of_one_request_id_land_on_one_instance() {
         instance("c", "shared", false),
     ])
     .await;
-    let edge = Edge::start(&format!("{}{ROUTES}", signalr_pool(&em, "")));
+    let edge = Edge::start(client_routes(signalr_pool(&em)));
     let token = token("shared", "elsewhere.example", "chat");
     let client = http();
     let base = edge.url("");
-    let ws_base = format!("ws://127.0.0.1:{}", edge.port);
+    let ws_base = edge.ws_base();
     let mut per_instance: HashMap<String, usize> = HashMap::new();
     let ids: Vec<String> = (0..200).map(|i| format!("ed8N{i:06}AA%3D")).collect();
     for chunk in ids.chunks(20) {
@@ -74,7 +77,7 @@ async fn negotiate_and_websocket_of_one_request_id_land_on_one_instance() {
     assert_eq!(per_instance.len(), 3, "{per_instance:?}");
     assert!(per_instance.values().all(|&n| n > 30), "{per_instance:?}");
     // A second edge process (another replica) agrees on every key.
-    let edge2 = Edge::start(&format!("{}{ROUTES}", signalr_pool(&em, "")));
+    let edge2 = Edge::start(client_routes(signalr_pool(&em)));
     for id in ids.iter().take(50) {
         let q = format!("hub=chat&asrs_request_id={id}");
         let a = negotiate(&client, &base, &q, &token).await.instance;
@@ -93,7 +96,7 @@ async fn token_audience_picks_the_instance_it_names() {
         instance("c", "kc", true),
     ])
     .await;
-    let edge = Edge::start(&format!("{}{ROUTES}", signalr_pool(&em, "")));
+    let edge = Edge::start(client_routes(signalr_pool(&em)));
     let token = token("kb", "b.service.signalr.net", "chat");
     for i in 0..30 {
         let q = format!("hub=chat&negotiateVersion=1&asrs_request_id=id{i}");
@@ -114,8 +117,12 @@ async fn token_audience_picks_the_instance_it_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unhealthy_instance_is_avoided_and_all_down_gives_503() {
     let em = emulator(vec![instance("a", "s", false), instance("b", "s", false)]).await;
-    let hc = "    health_check: { interval: 100ms, timeout: 1s, unhealthy_threshold: 1, healthy_threshold: 1 }\n";
-    let edge = Edge::start(&format!("{}{ROUTES}", signalr_pool(&em, hc)));
+    let hc = HealthCheck::new()
+        .interval(Duration::from_millis(100))
+        .timeout(Duration::from_secs(1))
+        .unhealthy_threshold(1)
+        .healthy_threshold(1);
+    let edge = Edge::start(client_routes(signalr_pool(&em).health_check(hc)));
     let token = token("s", "x.example", "chat");
     let client = http();
     em.instances[0].state.set_healthy(false);
@@ -183,24 +190,32 @@ async fn unhealthy_instance_is_avoided_and_all_down_gives_503() {
 async fn host_and_sni_are_rewritten_over_verified_tls() {
     let dir = TempDir::new("pki");
     let host = "a.service.signalr.net";
-    let (ca, cert, key) = test_pki(&dir.0, host);
+    let pki = test_pki(&dir.0, host);
     let mut inst = instance("a", "k", true);
-    inst.tls = Some(asrs_emulator::TlsFiles { cert, key });
+    inst.tls = Some(asrs_emulator::TlsFiles {
+        cert: pki.cert,
+        key: pki.key,
+    });
     let em = emulator(vec![inst]).await;
     let pool = |ca: &std::path::Path| {
-        format!(
-            "pools:\n  signalr:\n    kind: signalr\n    endpoints:\n      - connection_string: \"Endpoint=https://{host};AccessKey=k;Version=1.0;\"\n        address: {}\n    tls: {{ ca_file: {} }}\n{ROUTES}",
-            addr_of(&em, 0),
-            ca.display()
+        client_routes(
+            Pool::signalr("signalr")
+                .endpoint(
+                    Endpoint::connection_string(format!(
+                        "Endpoint=https://{host};AccessKey=k;Version=1.0;"
+                    ))
+                    .address(addr_of(&em, 0)),
+                )
+                .ca_file(ca),
         )
     };
-    let edge = Edge::start(&pool(&ca));
+    let edge = Edge::start(pool(&pki.ca));
     let token = token("k", host, "chat");
     let q = "hub=chat&negotiateVersion=1&asrs_request_id=tls1";
     let n = negotiate(&http(), &edge.url(""), q, &token).await;
     assert_eq!((n.status, n.instance.as_str()), (200, "a"));
     let who = ws_whoami(
-        &format!("ws://127.0.0.1:{}", edge.port),
+        &edge.ws_base(),
         &format!("{q}&id={}", n.connection_token.unwrap()),
         &token,
     )
@@ -210,8 +225,8 @@ async fn host_and_sni_are_rewritten_over_verified_tls() {
     assert_eq!(who["sni"], host);
     // A CA that did not sign the instance's certificate: the edge must refuse to talk to it.
     let other = TempDir::new("pki2");
-    let (wrong_ca, _, _) = test_pki(&other.0, host);
-    let edge2 = Edge::start(&pool(&wrong_ca));
+    let wrong_ca = test_pki(&other.0, host).ca;
+    let edge2 = Edge::start(pool(&wrong_ca));
     let n = negotiate(&http(), &edge2.url(""), q, &token).await;
     assert_eq!(n.status, 502);
     assert_eq!(em.instances[0].state.negotiations(), 1);
@@ -220,7 +235,7 @@ async fn host_and_sni_are_rewritten_over_verified_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_bytes_arrive_before_the_response_ends() {
     let em = emulator(vec![instance("a", "k", true)]).await;
-    let edge = Edge::start(&format!("{}{ROUTES}", signalr_pool(&em, "")));
+    let edge = Edge::start(client_routes(signalr_pool(&em)));
     let token = token("k", "a.service.signalr.net", "chat");
     let q = "hub=chat&negotiateVersion=1&asrs_request_id=sse1";
     let ct = negotiate(&http(), &edge.url(""), q, &token)
@@ -265,9 +280,9 @@ async fn websocket_upgrades_survive_a_fast_101_burst() {
     // pingora#946: a 101 that arrives before the request's (empty) body is finished.
     // The emulator answers the upgrade at once; many concurrent upgrades must all work.
     let em = emulator(vec![instance("a", "k", false)]).await;
-    let edge = Edge::start(&format!("{}{ROUTES}", signalr_pool(&em, "")));
+    let edge = Edge::start(client_routes(signalr_pool(&em)));
     let token = token("k", "a.service.signalr.net", "chat");
-    let ws_base = format!("ws://127.0.0.1:{}", edge.port);
+    let ws_base = edge.ws_base();
     let mut tasks = Vec::new();
     for i in 0..100 {
         let (ws_base, token) = (ws_base.clone(), token.clone());
@@ -287,7 +302,7 @@ fn check_flag_validates_files_like_nginx_t() {
     let dir = TempDir::new("check");
     let good = dir.0.join("good.yaml");
     std::fs::write(&good, "listeners: [{address: 127.0.0.1:1}]\npools:\n  app:\n    kind: app\n    endpoints: [{url: http://127.0.0.1:2}]\nroutes: [{path: /, pool: app}]\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_signalr-edge"))
+    let out = std::process::Command::new(edge_binary())
         .args(["-t", "-c"])
         .arg(&good)
         .output()
@@ -299,7 +314,7 @@ fn check_flag_validates_files_like_nginx_t() {
     );
     let bad = dir.0.join("bad.yaml");
     std::fs::write(&bad, "listeners: [{address: 127.0.0.1:1}]\npools:\n  app:\n    kind: app\n    endpoints: [{url: http://127.0.0.1:2}]\nroutes: [{path: /, pool: apps}]\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_signalr-edge"))
+    let out = std::process::Command::new(edge_binary())
         .args(["-t", "-c"])
         .arg(&bad)
         .output()
@@ -314,7 +329,7 @@ fn check_flag_validates_files_like_nginx_t() {
         "{err}"
     );
     // The shipped example must stay valid.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_signalr-edge"))
+    let out = std::process::Command::new(edge_binary())
         .args([
             "-t",
             "-c",
@@ -331,25 +346,18 @@ fn check_flag_validates_files_like_nginx_t() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_trust_only_configured_proxies() {
-    use asrs_emulator::{AppConfig, Emulator, EmulatorConfig};
+    use asrs_emulator::{Emulator, EmulatorConfig};
     let em = Emulator::start(&EmulatorConfig {
         instances: vec![instance("a", "k", true)],
-        apps: vec![AppConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            client_endpoint: "http://edge".into(),
-            instances: vec![],
-            omit_request_id: false,
-            audience_host: None,
-            static_dirs: vec![],
-        }],
+        apps: vec![app_server("http://edge")],
     })
     .await
     .unwrap();
     let body = |trusted: &str| {
-        format!(
-            "trusted_proxies: [{trusted}]\npools:\n  app:\n    kind: app\n    endpoints: [{{ url: \"http://{}\" }}]\nroutes: [{{ path: /, pool: app }}]\n",
-            em.apps[0]
-        )
+        EdgeConfig::new()
+            .trusted_proxy(trusted)
+            .pool(Pool::app("app").endpoint(Endpoint::url(format!("http://{}", em.apps[0]))))
+            .route(Route::new("/", "app"))
     };
     let headers = |edge: &Edge| {
         let url = edge.url("/_emulator/headers");
@@ -364,7 +372,7 @@ async fn forwarding_headers_trust_only_configured_proxies() {
             r.json::<serde_json::Value>().await.unwrap()
         }
     };
-    let untrusted = Edge::start(&body("10.0.0.0/8"));
+    let untrusted = Edge::start(body("10.0.0.0/8"));
     let h = headers(&untrusted).await;
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
@@ -377,7 +385,7 @@ async fn forwarding_headers_trust_only_configured_proxies() {
         format!("127.0.0.1:{}", untrusted.port),
         "app pools keep the client's Host"
     );
-    let trusted = Edge::start(&body("127.0.0.1/32"));
+    let trusted = Edge::start(body("127.0.0.1/32"));
     let h = headers(&trusted).await;
     assert_eq!(h["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "https");

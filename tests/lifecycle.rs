@@ -1,14 +1,12 @@
 //! Process lifecycle under load: stopping while connections keep arriving (patch 0004).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use testkit::*;
 
 /// Opens connections to `port` and sends one request on each, until `stop`.
 fn hammer(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
@@ -41,10 +39,11 @@ fn sigint_with_connections_arriving_always_exits() {
         // Nothing routes /none: every request is a quick local 404.
         // Several worker threads, as in production: the accept loop then runs on another
         // thread's runtime than its listener.
-        let mut edge = Edge::start_with(
-            free_port(),
-            "  threads: 4\n",
-            "pools:\n  app:\n    kind: app\n    endpoints:\n      - url: http://127.0.0.1:9\nroutes:\n  - { path: /x/, pool: app }\n",
+        let mut edge = Edge::start(
+            EdgeConfig::new()
+                .threads(4)
+                .pool(Pool::app("app").endpoint(Endpoint::url("http://127.0.0.1:9")))
+                .route(Route::new("/x/", "app")),
         );
         let stop = Arc::new(AtomicBool::new(false));
         let workers: Vec<_> = (0..3).map(|_| hammer(edge.port, stop.clone())).collect();

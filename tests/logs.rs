@@ -1,15 +1,19 @@
 //! What the edge writes to its log: no credentials at any level, no ERROR for ordinary client
 //! behaviour (patch 0005 and the edge's own redaction).
 
-mod common;
-
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::*;
+use asrs_emulator::Emulator;
+use testkit::*;
 
-const ROUTES: &str = "routes:\n  - { path: /client/, pool: signalr }\n";
+/// The SignalR pool of `em`'s instances with `/client/` routed to it.
+fn client_routes(em: &Emulator) -> EdgeConfig {
+    EdgeConfig::new()
+        .pool(signalr_pool(em))
+        .route(Route::new("/client/", "signalr"))
+}
 
 /// Lines at ERROR level.
 fn error_lines(log: &str) -> Vec<&str> {
@@ -21,12 +25,7 @@ fn error_lines(log: &str) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_credential_in_any_log_line_at_trace_level() {
     let em = emulator(vec![instance("a", "shared", false)]).await;
-    let mut edge = Edge::start_logging(
-        "trace",
-        free_port(),
-        "",
-        &format!("{}{ROUTES}", signalr_pool(&em, "")),
-    );
+    let mut edge = Edge::start_logging("trace", free_port(), client_routes(&em));
     let token = token("shared", "a.service.signalr.net", "chat");
     let signature = token.rsplit('.').next().unwrap().to_string();
     let client = http();
@@ -34,8 +33,7 @@ async fn no_credential_in_any_log_line_at_trace_level() {
     let n = negotiate(&client, &edge.url(""), q, &token).await;
     assert_eq!(n.status, 200);
     let ct = n.connection_token.unwrap();
-    let ws_base = format!("ws://127.0.0.1:{}", edge.port);
-    ws_whoami(&ws_base, &format!("{q}&id={ct}"), &token)
+    ws_whoami(&edge.ws_base(), &format!("{q}&id={ct}"), &token)
         .await
         .unwrap();
     // The query-string form of the token, as SSE and long polling send it.
@@ -63,11 +61,7 @@ async fn no_credential_in_any_log_line_at_trace_level() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordinary_client_behaviour_logs_no_error() {
     let em = emulator(vec![instance("a", "shared", false)]).await;
-    let edge = Edge::start_with(
-        free_port(),
-        "  threads: 2\n",
-        &format!("{}{ROUTES}", signalr_pool(&em, "")),
-    );
+    let edge = Edge::start(client_routes(&em).threads(2));
     let token = token("shared", "a.service.signalr.net", "chat");
     let client = http();
     let mut tasks = Vec::new();

@@ -1,12 +1,10 @@
 //! Upstream connection pooling through the edge (patch 0007 changes how a pooled connection is
 //! matched to its peer; this checks pooled connections are still found and reused).
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::*;
+use testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -43,9 +41,11 @@ async fn counting_upstream() -> (u16, Arc<AtomicUsize>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_requests_reuse_one_upstream_connection() {
     let (up, accepted) = counting_upstream().await;
-    let edge = Edge::start(&format!(
-        "pools:\n  app:\n    kind: app\n    endpoints:\n      - url: http://127.0.0.1:{up}\nroutes:\n  - {{ path: /, pool: app }}\n"
-    ));
+    let edge = Edge::start(
+        EdgeConfig::new()
+            .pool(Pool::app("app").endpoint(Endpoint::url(format!("http://127.0.0.1:{up}"))))
+            .route(Route::new("/", "app")),
+    );
     let client = http();
     for i in 0..50 {
         let r = client

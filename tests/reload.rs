@@ -1,15 +1,13 @@
 //! Zero-downtime operations under load: live reloads (good and broken files), binary upgrades
 //! with the listener hand-off, and the drain. Everything runs on 127.0.0.1, bounded in time.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::clients::{self, Client, Error, Target, Transport};
-use common::*;
+use asrs_emulator::Emulator;
+use testkit::*;
 use tokio::sync::{watch, RwLock};
 
 const WS_SESSIONS: usize = 200;
@@ -179,7 +177,7 @@ async fn negotiate_as(
         token: inst.token(),
         request_id,
     };
-    let negotiated = clients::negotiate(http, &target).await;
+    let negotiated = target.negotiate(http).await;
     drop(list);
     (inst, target, negotiated)
 }
@@ -315,31 +313,30 @@ async fn negotiate_loop(
 }
 
 /// Pools and routes: with instance c and an `/api/` route, or without both.
-fn body(em: &asrs_emulator::Emulator, with_c: bool) -> String {
-    let mut s = String::from("pools:\n  signalr:\n    kind: signalr\n");
+fn body(em: &Emulator, with_c: bool) -> EdgeConfig {
     // Generous probe timeouts: a probe slowed down by a busy machine must not take an instance
     // out (its clients' tokens are valid there only).
-    s += if with_c {
-        "    health_check: { interval: 1s, timeout: 3s, unhealthy_threshold: 3 }\n"
-    } else {
-        "    health_check: { interval: 2s, timeout: 3s, unhealthy_threshold: 3 }\n"
-    };
-    s += "    endpoints:\n";
+    let interval = Duration::from_secs(if with_c { 1 } else { 2 });
+    let mut pool = Pool::signalr("signalr").health_check(
+        HealthCheck::new()
+            .interval(interval)
+            .timeout(Duration::from_secs(3))
+            .unhealthy_threshold(3),
+    );
     for i in &em.instances {
-        let st = &i.state.settings;
-        if st.name == "c" && !with_c {
+        if i.state.settings.name == "c" && !with_c {
             continue;
         }
-        s += &format!(
-            "      - connection_string: \"Endpoint=http://{};AccessKey={};Version=1.0;\"\n        address: {}\n",
-            st.host, st.access_key, i.addr
-        );
+        pool = pool.endpoint(endpoint_of(i));
     }
-    s += "routes:\n  - { path: /client/, pool: signalr }\n";
+    let config = EdgeConfig::new()
+        .pool(pool)
+        .route(Route::new("/client/", "signalr"));
     if with_c {
-        s += "  - { path: /api/, pool: signalr }\n";
+        config.route(Route::new("/api/", "signalr"))
+    } else {
+        config
     }
-    s
 }
 
 /// What new connections see: whether `/api/` is routed, and which instance a token for c
@@ -520,32 +517,38 @@ async fn reloads_and_upgrades_under_load_lose_nothing() {
         stats.negotiates.load(Ordering::Relaxed)
     );
 
-    // 2. Five kinds of broken file: nothing changes, every error is reported.
+    // 2. Five kinds of broken file: nothing changes, every error is reported. The first two
+    // are not what the config builder writes: they stay text.
     let good = site.text(&with_c, DEADLINE);
+    let mut ghost_route = with_c.clone();
+    ghost_route.routes[0].pool = "ghost".into();
+    let mut missing_ca = with_c.clone();
+    let pool = missing_ca.pool_mut("signalr");
+    *pool = pool
+        .clone()
+        .ca_file(std::path::Path::new("/nonexistent/ca.pem"));
+    let other_listener = with_c.clone().listener(Listener::new("127.0.0.1:1"));
     let broken = [
         ("syntax", "pools: [\n".to_string(), ""),
         (
             "unknown key",
+            // The builder writes a pool's keys 4 spaces in.
             good.replacen("kind: signalr", "kind: signalr\n    endpointz: []", 1),
             "pools.signalr.endpointz",
         ),
         (
             "unknown pool",
-            good.replacen("pool: signalr }", "pool: ghost }", 1),
+            site.text(&ghost_route, DEADLINE),
             "routes[0].pool",
         ),
         (
             "missing CA file",
-            good.replacen(
-                "kind: signalr",
-                "kind: signalr\n    tls: { ca_file: /nonexistent/ca.pem }",
-                1,
-            ),
+            site.text(&missing_ca, DEADLINE),
             "pools.signalr.tls.ca_file",
         ),
         (
             "listener change",
-            good.replacen(&format!(":{}", site.port), ":1", 1),
+            site.text(&other_listener, DEADLINE),
             "listeners[0].address",
         ),
     ];
@@ -703,14 +706,17 @@ async fn reloads_and_upgrades_under_load_lose_nothing() {
     );
 }
 
-/// A site in front of one emulated instance, with `/client/` and `/api/` routed to it.
-async fn small_site(grace: u64) -> (asrs_emulator::Emulator, EdgeSite) {
+/// A site in front of one emulated instance, with `/client/` and `/api/` routed to it; the
+/// config it wrote (without the site's own settings), for tests that change it.
+async fn small_site(grace: u64) -> (Emulator, EdgeSite, EdgeConfig) {
     let em = emulator(vec![instance("a", "key-a", true)]).await;
     let site = EdgeSite::new();
-    let routes =
-        "routes:\n  - { path: /client/, pool: signalr }\n  - { path: /api/, pool: signalr }\n";
-    site.write(&format!("{}{routes}", signalr_pool(&em, "")), grace);
-    (em, site)
+    let config = EdgeConfig::new()
+        .pool(signalr_pool(&em))
+        .route(Route::new("/client/", "signalr"))
+        .route(Route::new("/api/", "signalr"));
+    site.write(&config, grace);
+    (em, site, config)
 }
 
 fn target_a(site: &EdgeSite, id: &str) -> Target {
@@ -723,7 +729,7 @@ fn target_a(site: &EdgeSite, id: &str) -> Target {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_turns_readyz_off_and_exits_once_the_last_connection_ends() {
-    let (_em, site) = small_site(30).await;
+    let (_em, site, _) = small_site(30).await;
     let mut edge = site.spawn("edge", false);
     site.wait_ready(&mut edge).await;
     let (mut ws, _) = Client::connect(&http(), &target_a(&site, "t1"), Transport::WebSockets)
@@ -758,7 +764,7 @@ async fn sigterm_turns_readyz_off_and_exits_once_the_last_connection_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigquit_without_a_new_process_keeps_serving() {
-    let (_em, site) = small_site(30).await;
+    let (_em, site, _) = small_site(30).await;
     let mut edge = site.spawn("edge", false);
     site.wait_ready(&mut edge).await;
     send_signal(edge.pid(), "QUIT");
@@ -779,31 +785,29 @@ async fn sigquit_without_a_new_process_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_certificate_rotates_on_reload() {
-    let (_em, site) = small_site(0).await;
+    let (_em, site, config) = small_site(0).await;
     let (one, two) = (site.dir.0.join("one"), site.dir.0.join("two"));
     std::fs::create_dir_all(&one).unwrap();
     std::fs::create_dir_all(&two).unwrap();
-    let (ca1, cert1, key1) = test_pki(&one, "edge.test");
-    let (ca2, cert2, key2) = test_pki(&two, "edge.test");
+    let TestPki {
+        ca: ca1,
+        cert: cert1,
+        key: key1,
+    } = test_pki(&one, "edge.test");
+    let TestPki {
+        ca: ca2,
+        cert: cert2,
+        key: key2,
+    } = test_pki(&two, "edge.test");
     let (cert, key) = (site.dir.0.join("edge.crt"), site.dir.0.join("edge.key"));
     std::fs::copy(&cert1, &cert).unwrap();
     std::fs::copy(&key1, &key).unwrap();
-    let conf = std::fs::read_to_string(site.conf()).unwrap().replace(
-        &format!("  - address: 127.0.0.1:{}\n", site.port),
-        &format!(
-            "  - address: 127.0.0.1:{}\n    tls: {{ cert: {}, key: {} }}\n",
-            site.port,
-            cert.display(),
-            key.display()
-        ),
-    );
-    std::fs::write(site.conf(), conf).unwrap();
+    site.write(&config.listener(site.listener().tls(&cert, &key)), 0);
     let mut edge = site.spawn("edge", false);
     site.wait_ready(&mut edge).await;
     let trusting = |ca: &std::path::Path| {
-        let pem = std::fs::read(ca).unwrap();
         reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .add_root_certificate(testkit::certs::root_certificate(ca))
             .resolve("edge.test", ([127, 0, 0, 1], site.port).into())
             .timeout(Duration::from_secs(5))
             .build()
@@ -862,19 +866,14 @@ fn alive(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_script_replaces_a_daemon() {
-    let (_em, site) = small_site(DEADLINE).await;
+    let (_em, site, config) = small_site(DEADLINE).await;
     let dir = site.dir.0.clone();
-    let conf = std::fs::read_to_string(site.conf()).unwrap().replacen(
-        "server:\n",
-        &format!("server:\n  error_log: {}/daemon.log\n", dir.display()),
-        1,
-    );
-    std::fs::write(site.conf(), conf).unwrap();
+    site.write(&config.error_log(&dir.join("daemon.log")), DEADLINE);
     let pid_file = dir.join("edge.pid");
     let _guard = DaemonGuard(pid_file.clone());
-    let bin = env!("CARGO_BIN_EXE_signalr-edge");
+    let bin = edge_binary();
     let out = std::fs::File::create(dir.join("start.out")).unwrap();
-    let started = std::process::Command::new(bin)
+    let started = std::process::Command::new(&bin)
         .args(["-d", "-c"])
         .arg(site.conf())
         .stdout(out.try_clone().unwrap())
@@ -918,7 +917,9 @@ async fn upgrade_script_replaces_a_daemon() {
         move || {
             std::process::Command::new("bash")
                 .arg(script)
-                .args(["-b", bin, "-w", "20", "-a", &admin, "-c"])
+                .arg("-b")
+                .arg(bin)
+                .args(["-w", "20", "-a", &admin, "-c"])
                 .arg(conf)
                 .arg("-p")
                 .arg(pid_file)

@@ -1,11 +1,9 @@
 //! Upgraded (WebSocket) tunnels through the edge, against raw upstreams that misbehave on
 //! purpose: defects of Pingora 0.9.1 that our patches in vendor/ fix.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -63,10 +61,16 @@ async fn read_head(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 }
 
 /// The edge with one app pool on the raw upstream at `port`, with `timeouts` for it.
-fn edge_for(port: u16, timeouts: &str) -> Edge {
-    Edge::start(&format!(
-        "pools:\n  app:\n    kind: app\n    endpoints:\n      - url: http://127.0.0.1:{port}\n    timeouts: {timeouts}\nroutes:\n  - {{ path: /, pool: app }}\n"
-    ))
+fn edge_for(port: u16, timeouts: Timeouts) -> Edge {
+    Edge::start(
+        EdgeConfig::new()
+            .pool(
+                Pool::app("app")
+                    .endpoint(Endpoint::url(format!("http://127.0.0.1:{port}")))
+                    .timeouts(timeouts),
+            )
+            .route(Route::new("/", "app")),
+    )
 }
 
 /// Opens an upgraded connection through the edge and returns it after the `101`.
@@ -124,7 +128,7 @@ async fn echo_once(s: &mut TcpStream, msg: &[u8]) -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_101_never_tears_the_tunnel_down() {
     let up = echo_upstream(Answer::Eager).await;
-    let edge = edge_for(up, "{}");
+    let edge = edge_for(up, Timeouts::new());
     let mut failures = Vec::new();
     let total = 400;
     for batch in 0..(total / 20) {
@@ -158,7 +162,7 @@ async fn fast_101_never_tears_the_tunnel_down() {
 async fn full_duplex_tunnel_does_not_deadlock() {
     const SIZE: usize = 64 << 20;
     let up = echo_upstream(Answer::AfterRequest).await;
-    let edge = edge_for(up, "{ write: 2s }");
+    let edge = edge_for(up, Timeouts::new().write(Duration::from_secs(2)));
     let s = upgrade(edge.port).await.unwrap();
     let (mut r, mut w) = s.into_split();
     let started = Instant::now();
@@ -201,7 +205,7 @@ async fn full_duplex_tunnel_does_not_deadlock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_leaving_a_tunnel_log_no_error() {
     let up = echo_upstream(Answer::AfterRequest).await;
-    let edge = edge_for(up, "{}");
+    let edge = edge_for(up, Timeouts::new());
     for i in 0..20 {
         let mut s = upgrade(edge.port).await.unwrap();
         echo_once(&mut s, b"hello").await.unwrap();

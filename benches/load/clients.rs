@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
+use testkit::client::hub;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -323,11 +324,6 @@ pub async fn negotiate(client: &Client, conns: usize, dur: Duration, new_conn: b
     total
 }
 
-fn token_of(body: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    v["connectionToken"].as_str().map(str::to_string)
-}
-
 /// `clients` negotiate + WebSocket connects, `concurrency` at a time; the sockets stay open
 /// until all are done. `ok` counts connections; latency is negotiate-to-open.
 pub async fn connect_storm(
@@ -348,7 +344,7 @@ pub async fn connect_storm(
             if r.status != 200 {
                 return Err(format!("negotiate status {}", r.status));
             }
-            let id = token_of(&r.body).ok_or("negotiate without connectionToken")?;
+            let id = hub::connection_token(&r.body).ok_or("negotiate without connectionToken")?;
             let ws = client.websocket(n, Some(&id)).await?;
             Ok::<_, String>((ws, t0.elapsed()))
         }
@@ -376,10 +372,7 @@ pub async fn connect_storm(
 
 /// A message the size of a SignalR invocation record.
 fn message() -> String {
-    format!(
-        "{{\"type\":1,\"invocationId\":\"1\",\"target\":\"echo\",\"arguments\":[\"{}\"]}}\u{1e}",
-        "x".repeat(48)
-    )
+    hub::invocation("1", "echo", &[&"x".repeat(48)])
 }
 
 async fn round_trip(ws: &mut Ws, msg: &str) -> Result<(), String> {
@@ -413,10 +406,7 @@ pub async fn open_held(
 ) -> (Outcome, Vec<Ws>) {
     let start = Instant::now();
     let msg = message();
-    let big = format!(
-        "{{\"type\":1,\"invocationId\":\"1\",\"target\":\"echo\",\"arguments\":[\"{}\"]}}\u{1e}",
-        "y".repeat(1024 - 64)
-    );
+    let big = hub::invocation("1", "echo", &[&"y".repeat(1024 - 64)]);
     let results: Vec<_> = futures_util::stream::iter(0..conns as u64)
         .map(|n| {
             let (client, msg, big) = (client.clone(), msg.clone(), big.clone());

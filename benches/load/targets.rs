@@ -37,7 +37,7 @@ impl Kind {
     fn program(self) -> Option<PathBuf> {
         match self {
             Kind::Direct => None,
-            Kind::Edge => Some(PathBuf::from(env!("CARGO_BIN_EXE_signalr-edge"))),
+            Kind::Edge => Some(testkit::edge_binary()),
             Kind::Nginx => find_program("nginx"),
             Kind::Haproxy => find_program("haproxy"),
         }
