@@ -3,53 +3,13 @@
 
 use std::time::Duration;
 
-use asrs_emulator::{Emulator, EmulatorConfig, InstanceConfig};
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{self, Message};
+use asrs_emulator::Emulator;
+use testkit::client::hub::{self, HANDSHAKE, RS};
+use testkit::client::ws::{Refused, WsClient};
+use testkit::{emulator, http, instance, token};
+use tokio_tungstenite::tungstenite::Message;
 
-const RS: char = '\u{1e}';
 const HOST: &str = "a.service.signalr.net";
-
-/// Instance `name` on an ephemeral port, answering `<name>.service.signalr.net`.
-fn instance(name: &str, key: &str, check_audience: bool) -> InstanceConfig {
-    InstanceConfig {
-        name: Some(name.to_string()),
-        host: format!("{name}.service.signalr.net"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        access_key: key.to_string(),
-        tls: None,
-        check_audience,
-        connect_window: Duration::from_secs(5),
-        max_message_size: 32 * 1024,
-    }
-}
-
-async fn emulator(instances: Vec<InstanceConfig>) -> Emulator {
-    Emulator::start(&EmulatorConfig {
-        instances,
-        apps: vec![],
-    })
-    .await
-    .unwrap()
-}
-
-/// A token signed with `key` for hub `hub` on `aud_host`, valid for 10 minutes.
-fn token(key: &str, aud_host: &str, hub: &str) -> String {
-    asrs_emulator::token::sign(
-        key,
-        &asrs_emulator::token::audience(aud_host, hub),
-        Some("tester"),
-        Duration::from_secs(600),
-    )
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
 
 /// One instance "a" (key "key-a", audience checked) with a short connect window.
 async fn one_instance(window: Duration) -> (Emulator, String) {
@@ -104,45 +64,27 @@ async fn negotiate_id(base: &str) -> String {
     v["connectionToken"].as_str().unwrap().to_string()
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// Opens a WebSocket to `/client/?<query>`; Err carries the HTTP status of a refused upgrade.
-async fn ws(base: &str, query: &str) -> Result<Ws, u16> {
+async fn ws(base: &str, query: &str) -> Result<WsClient, u16> {
     let url = format!("{}/client/?{query}", base.replacen("http", "ws", 1));
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut().insert("host", HOST.parse().unwrap());
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", tok()).parse().unwrap(),
-    );
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
-        Err(e) => panic!("websocket: {e}"),
+    match WsClient::connect(&url, Some(HOST), Some(&tok())).await {
+        Ok(ws) => Ok(ws),
+        Err(Refused::Status(status)) => Err(status),
+        Err(Refused::Other(e)) => panic!("websocket: {e}"),
     }
 }
 
 /// The next hub records, or "<closed>" once the socket closes.
-async fn records(ws: &mut Ws) -> Vec<String> {
-    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) => t
-            .as_str()
-            .split(RS)
-            .filter(|r| !r.is_empty())
-            .map(str::to_string)
-            .collect(),
+async fn records(ws: &mut WsClient) -> Vec<String> {
+    match tokio::time::timeout(Duration::from_secs(10), ws.next_message()).await {
+        Ok(Some(Ok(Message::Text(t)))) => hub::split_records(t.as_str()),
         Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => vec!["<closed>".into()],
         other => panic!("unexpected {other:?}"),
     }
 }
 
-async fn handshake(ws: &mut Ws) {
-    ws.send(Message::text(format!(
-        "{{\"protocol\":\"json\",\"version\":1}}{RS}"
-    )))
-    .await
-    .unwrap();
+async fn handshake(ws: &mut WsClient) {
+    ws.send_text(HANDSHAKE).await.unwrap();
     assert_eq!(records(ws).await, vec!["{}"]);
 }
 
