@@ -11,10 +11,10 @@ use asrs_emulator::token;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Method;
 use pingora_http::RequestHeader;
-use signalr_edge::affinity::{token_audience_host, AffinityInput};
-use signalr_edge::ring::Ring;
+use signalr_edge::proxy::selection::{select, Selection};
 use signalr_edge::runtime::Runtime;
-use signalr_edge::selection::{select, Selection};
+use signalr_edge::signalr::keys::token_audience_host;
+use signalr_edge::signalr::{AffinityInput, Ring};
 use testkit::{EdgeConfig, Endpoint, Listener, Pool, Route};
 
 const HOSTS: [&str; 3] = [
@@ -41,7 +41,7 @@ fn runtime() -> Runtime {
         .route(Route::new("/", "app"))
         .to_yaml();
     let cfg = signalr_edge::config::parse_str(&yaml).expect("bench config");
-    Runtime::compile(&cfg, Path::new("<bench>"), None).expect("bench runtime")
+    Runtime::compile(&cfg.service, Path::new("<bench>"), None).expect("bench runtime")
 }
 
 /// A token the way the SDK signs it: HS256, audience of instance b, an hour's lifetime.
