@@ -27,6 +27,14 @@ async fn unmatched_paths_get_404_and_reach_no_upstream() {
     let r = http().post(edge.url("/clien")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(em.instances[0].state.negotiations(), 0);
+    // The access log names the reason.
+    wait_for(Duration::from_secs(5), "the refusal's access line", || {
+        edge.log()
+            .lines()
+            .any(|l| l.contains("\"POST /clien\" 404 ") && l.contains(" refused=no_route"))
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

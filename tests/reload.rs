@@ -745,7 +745,9 @@ async fn sigterm_turns_readyz_off_and_exits_once_the_last_connection_ends() {
     let r = http().get(site.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.text().await.unwrap(), "draining\n");
-    assert_eq!(site.status().await["phase"], "stopping");
+    let status = site.status().await;
+    assert_eq!(status["phase"], "stopping");
+    assert!(status["refusals"]["no_route"].is_u64(), "{status}");
     // The established WebSocket keeps working while the process drains.
     for n in 2..5 {
         ws.echo(n).await.unwrap();

@@ -162,6 +162,7 @@ impl Ops {
             },
             started_by_upgrade: self.started_by_upgrade,
             inherited_listeners: self.inherited.get().cloned().unwrap_or_default(),
+            refusals: crate::proxy::refusal::counts().into_iter().collect(),
         }
     }
 }
@@ -204,6 +205,8 @@ pub struct Status {
     pub started_by_upgrade: bool,
     /// The listening sockets it inherited.
     pub inherited_listeners: Vec<String>,
+    /// Requests the edge answered itself since start, by reason (`refused=` in the access log).
+    pub refusals: std::collections::BTreeMap<&'static str, u64>,
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use pingora_proxy::{ProxyHttp, Session};
 
 mod access_log;
 mod forwarded;
+pub mod refusal;
 pub mod selection;
 
 use crate::config::HostHeader;
@@ -24,7 +25,8 @@ use crate::runtime::drain::Drain;
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::signalr::Rule;
 use access_log::redact_query;
-use selection::{select, LocalAnswer, Selection};
+use refusal::Refusal;
+use selection::{select, Selection};
 
 /// The edge proxy service.
 pub struct EdgeProxy {
@@ -44,6 +46,8 @@ pub struct RequestCtx {
     started: Instant,
     runtime: Option<Arc<Runtime>>,
     sel: Selection,
+    /// Why the edge answered itself, if it did.
+    refusal: Option<Refusal>,
 }
 
 #[async_trait]
@@ -55,6 +59,7 @@ impl ProxyHttp for EdgeProxy {
             started: Instant::now(),
             runtime: None,
             sel: Selection::default(),
+            refusal: None,
         }
     }
 
@@ -73,21 +78,8 @@ impl ProxyHttp for EdgeProxy {
         ctx.runtime = Some(runtime);
         match answer {
             Ok(()) => Ok(false),
-            Err(LocalAnswer::NoRoute) => {
-                session
-                    .respond_error_with_body(
-                        404,
-                        Bytes::from_static(b"signalr-edge: no route for this request\n"),
-                    )
-                    .await?;
-                Ok(true)
-            }
-            Err(LocalAnswer::NoHealthyEndpoint) => {
-                let pool = ctx.sel.pool.as_ref().map_or("", |p| p.name.as_str());
-                let body = format!("signalr-edge: no healthy endpoint in pool {pool}\n");
-                session
-                    .respond_error_with_body(503, Bytes::from(body))
-                    .await?;
+            Err(refusal) => {
+                refuse(session, ctx, refusal).await?;
                 Ok(true)
             }
         }
@@ -166,7 +158,7 @@ impl ProxyHttp for EdgeProxy {
             .map_or_else(|| "-".to_string(), |i| format!("routes[{i}]"));
         info!(
             target: access_log::TARGET,
-            "{} \"{} {}{}{}\" {} route={} pool={} endpoint={} rule={} ms={:.1}{}{}",
+            "{} \"{} {}{}{}\" {} route={} pool={} endpoint={} rule={} ms={:.1}{}{}{}{}",
             sel.client.client_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
             req.method,
             req.uri.path(),
@@ -178,6 +170,8 @@ impl ProxyHttp for EdgeProxy {
             sel.endpoint.as_ref().map_or("-", |e| e.name.as_str()),
             sel.choice.map_or("-", Rule::as_str),
             ctx.started.elapsed().as_secs_f64() * 1000.0,
+            if ctx.refusal.is_some() { " refused=" } else { "" },
+            ctx.refusal.map_or("", Refusal::as_str),
             if e.is_some() { " error=" } else { "" },
             e.map(|e| e.etype().as_str()).unwrap_or(""),
         );
@@ -191,4 +185,22 @@ impl ProxyHttp for EdgeProxy {
             None => format!("{} {}", req.method, req.uri.path()),
         }
     }
+}
+
+/// Answers the request locally for `refusal`, counts it and keeps it for the access log.
+async fn refuse(session: &mut Session, ctx: &mut RequestCtx, refusal: Refusal) -> Result<()> {
+    refusal.count();
+    ctx.refusal = Some(refusal);
+    let body = match refusal {
+        Refusal::NoRoute => Bytes::from_static(b"signalr-edge: no route for this request\n"),
+        Refusal::NoHealthyEndpoint => {
+            let pool = ctx.sel.pool.as_ref().map_or("", |p| p.name.as_str());
+            Bytes::from(format!(
+                "signalr-edge: no healthy endpoint in pool {pool}\n"
+            ))
+        }
+    };
+    session
+        .respond_error_with_body(refusal.status(), body)
+        .await
 }

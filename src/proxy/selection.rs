@@ -8,17 +8,9 @@ use http::header::{AUTHORIZATION, HOST};
 use pingora_http::RequestHeader;
 
 use super::forwarded;
+use super::refusal::Refusal;
 use crate::runtime::{Endpoint, Pool, Runtime};
 use crate::signalr::{AffinityInput, Rule};
-
-/// What the edge answers itself, when it does not proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LocalAnswer {
-    /// No route matches: 404.
-    NoRoute,
-    /// The route's pool has no healthy endpoint: 503.
-    NoHealthyEndpoint,
-}
 
 /// Who the client is, from the peer address and trusted forwarding headers.
 #[derive(Debug, Clone, Copy, Default)]
@@ -70,7 +62,7 @@ pub fn select(
     req: &RequestHeader,
     peer_ip: Option<IpAddr>,
     sel: &mut Selection,
-) -> Result<(), LocalAnswer> {
+) -> Result<(), Refusal> {
     sel.client = Client::of(runtime, req, peer_ip);
     let host = req
         .headers
@@ -80,16 +72,16 @@ pub fn select(
     let route = runtime
         .routes
         .find(host, req.uri.path(), &req.method)
-        .ok_or(LocalAnswer::NoRoute)?;
+        .ok_or(Refusal::NoRoute)?;
     sel.route = Some(route.index);
-    let pool = runtime.pools.get(route.pool).ok_or(LocalAnswer::NoRoute)?;
+    let pool = runtime.pools.get(route.pool).ok_or(Refusal::NoRoute)?;
     let input = AffinityInput::new(
         req.uri.query(),
         req.headers.get(AUTHORIZATION).map(|v| v.as_bytes()),
         sel.client.client_ip,
     );
     sel.pool = Some(pool.clone());
-    let (endpoint, rule) = pool.choose(&input).ok_or(LocalAnswer::NoHealthyEndpoint)?;
+    let (endpoint, rule) = pool.choose(&input).ok_or(Refusal::NoHealthyEndpoint)?;
     sel.endpoint = Some(endpoint.clone());
     sel.choice = Some(rule);
     Ok(())
@@ -148,7 +140,7 @@ mod tests {
         let r = req("/nowhere", &[]);
         assert_eq!(
             select(&rt, &r, ip("10.0.0.1"), &mut miss),
-            Err(LocalAnswer::NoRoute)
+            Err(Refusal::NoRoute)
         );
         assert!(miss.client.client_ip.is_some() && miss.route.is_none());
     }

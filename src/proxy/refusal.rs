@@ -1,0 +1,77 @@
+//! Why the edge answered a request itself instead of proxying it: one reason per local
+//! answer, with its status, its access-log name, and a counter per reason since start (read
+//! by `/status`, and by metrics later).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a request was answered by the edge. Add a variant to `ALL` too (a test checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum Refusal {
+    /// No route matches the request.
+    NoRoute,
+    /// The route's pool has no healthy endpoint.
+    NoHealthyEndpoint,
+}
+
+impl Refusal {
+    /// Every reason, in counter order.
+    pub const ALL: [Refusal; 2] = [Refusal::NoRoute, Refusal::NoHealthyEndpoint];
+
+    /// The HTTP status of the answer.
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::NoRoute => 404,
+            Refusal::NoHealthyEndpoint => 503,
+        }
+    }
+
+    /// The reason as the access log and `/status` name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NoRoute => "no_route",
+            Refusal::NoHealthyEndpoint => "no_healthy_endpoint",
+        }
+    }
+
+    /// Counts one refusal for this reason.
+    pub fn count(self) {
+        COUNTS[self as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicU64 = AtomicU64::new(0);
+/// Refusals per reason since the process started, indexed by `Refusal as usize`.
+static COUNTS: [AtomicU64; Refusal::ALL.len()] = [ZERO; Refusal::ALL.len()];
+
+/// Refusals so far, by reason name (every reason, zeros included).
+pub fn counts() -> Vec<(&'static str, u64)> {
+    Refusal::ALL
+        .iter()
+        .map(|r| (r.as_str(), COUNTS[*r as usize].load(Ordering::Relaxed)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_reason_in_counter_order() {
+        for (i, r) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+        let names: std::collections::HashSet<_> = Refusal::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Refusal::ALL.len(), "names are unique");
+    }
+
+    #[test]
+    fn counts_by_reason() {
+        let before = counts();
+        Refusal::NoRoute.count();
+        let after = counts();
+        let of = |v: &[(&str, u64)]| v.iter().find(|(n, _)| *n == "no_route").map(|(_, c)| *c);
+        assert!(of(&after) > of(&before));
+    }
+}
