@@ -348,13 +348,23 @@ where
             }
             Err(mut e) => {
                 e.as_down();
-                if matches!(e.etype, InvalidHTTPHeader) {
+                let status = match e.etype {
+                    InvalidHTTPHeader => Some(400),
+                    // a header limit of the session: too large (431), too slow (408)
+                    HTTPStatus(code) => Some(code),
+                    _ => None,
+                };
+                self.inner
+                    .request_header_failed(&downstream_session, &e, status);
+                if let Some(status) = status {
                     debug!(
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
+                    // the connection closes after this answer: say so
+                    downstream_session.set_keepalive(None);
                     downstream_session
-                        .respond_error(400)
+                        .respond_error(status)
                         .await
                         .unwrap_or_else(|e| {
                             error!("failed to send error response to downstream: {e}");

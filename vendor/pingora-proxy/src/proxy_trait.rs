@@ -499,6 +499,13 @@ pub trait ProxyHttp {
         Ok(None)
     }
 
+    /// Called when a request header could not be read: it was malformed, over a header limit,
+    /// not complete by its deadline, or the client left. No other phase runs for it.
+    /// `status` is the answer about to be sent (`None`: the connection is closed without one).
+    ///
+    /// This phase is for counting and logging what never reached [`Self::request_filter`].
+    fn request_header_failed(&self, _session: &HttpSession, _error: &Error, _status: Option<u16>) {}
+
     /// This filter is called when the entire response is sent to the downstream successfully or
     /// there is a fatal error that terminate the request.
     ///

@@ -407,6 +407,24 @@ impl Session {
         }
     }
 
+    /// Sets a deadline for the whole request header, counted from its first byte.
+    ///
+    /// This is a noop for h2, subrequests and custom sessions.
+    pub fn set_header_timeout(&mut self, timeout: Option<Duration>) {
+        if let Self::H1(s) = self {
+            s.set_header_timeout(timeout)
+        }
+    }
+
+    /// Sets the largest request header in bytes and the most header fields accepted.
+    ///
+    /// This is a noop for h2 (see `H2Options`), subrequests and custom sessions.
+    pub fn set_request_header_limits(&mut self, max_size: usize, max_headers: usize) {
+        if let Self::H1(s) = self {
+            s.set_request_header_limits(max_size, max_headers)
+        }
+    }
+
     /// Gets the downstream write timeout if set.
     pub fn get_write_timeout(&self) -> Option<Duration> {
         match self {

@@ -29,7 +29,7 @@ use pingora_timeout::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::body::{BodyReader, BodyWriter};
@@ -105,6 +105,12 @@ pub struct HttpSession {
     write_timeout: Option<Duration>,
     /// How long to wait to make downstream session reusable, if body needs to be drained.
     total_drain_timeout: Option<Duration>,
+    /// Deadline for the whole request header, counted from its first byte
+    header_timeout: Option<Duration>,
+    /// Largest request header accepted, in bytes (request line included)
+    max_header_size: usize,
+    /// Most request header fields accepted
+    max_headers: usize,
     /// A copy of the response that is already written to the client
     response_written: Option<Box<ResponseHeader>>,
     /// The parsed request header
@@ -189,6 +195,9 @@ impl HttpSession {
             read_timeout: Some(Duration::from_secs(60)),
             write_timeout: None,
             total_drain_timeout: None,
+            header_timeout: None,
+            max_header_size: MAX_HEADER_SIZE,
+            max_headers: MAX_HEADERS,
             body_bytes_sent: 0,
             body_bytes_read: 0,
             retry_buffer: None,
@@ -213,10 +222,30 @@ impl HttpSession {
         &mut self,
         buf: &mut BytesMut,
         already_read: usize,
+        header_deadline: Option<Instant>,
     ) -> Result<Option<usize>> {
         let read_result = {
             let read_event = self.underlying_stream.read_buf(buf);
             match self.keepalive_timeout {
+                // A started header must be complete by its deadline, however the bytes trickle in:
+                // a per-read timeout alone lets one byte per period hold the connection for good.
+                _ if already_read > 0 && header_deadline.is_some() => {
+                    let left = header_deadline.map_or(Duration::ZERO, |d| {
+                        d.saturating_duration_since(Instant::now())
+                    });
+                    match timeout(left, read_event).await {
+                        Ok(res) => res,
+                        Err(_) => {
+                            return Error::e_explain(
+                                HTTPStatus(408),
+                                format!(
+                                    "request header not complete after {:?}",
+                                    self.header_timeout
+                                ),
+                            );
+                        }
+                    }
+                }
                 KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
                     Ok(res) => res,
                     Err(e) => {
@@ -304,15 +333,19 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        let mut header_deadline = None;
         loop {
-            if already_read > MAX_HEADER_SIZE {
+            if already_read > self.max_header_size {
                 /* NOTE: this check only blocks second read. The first large read is allowed
                 since the buf is already allocated. The goal is to avoid slowly bloating
                 this buffer */
                 return Error::e_explain(
-                    InvalidHTTPHeader,
-                    format!("Request header larger than {MAX_HEADER_SIZE}"),
+                    HTTPStatus(431),
+                    format!("Request header larger than {}", self.max_header_size),
                 );
+            }
+            if already_read > 0 && header_deadline.is_none() {
+                header_deadline = self.header_timeout.map(|t| Instant::now() + t);
             }
 
             // On the first iteration after a pipelined prefix was injected,
@@ -323,7 +356,10 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
+            } else if let Some(n) = self
+                .read_request_buf(&mut buf, already_read, header_deadline)
+                .await?
+            {
                 already_read += n;
             } else {
                 return Ok(None);
@@ -336,6 +372,17 @@ impl HttpSession {
                 let parsed = parse_req_buffer(&mut req, &buf);
                 match parsed {
                     HeaderParseState::Complete(s) => {
+                        if s > self.max_header_size || req.headers.len() > self.max_headers {
+                            return Error::e_explain(
+                                HTTPStatus(431),
+                                format!(
+                                    "Request header of {s} bytes and {} fields, limits {} and {}",
+                                    req.headers.len(),
+                                    self.max_header_size,
+                                    self.max_headers
+                                ),
+                            );
+                        }
                         self.raw_header = Some(BufRef(0, s));
 
                         // We have the header name and values we parsed to be just 0 copy Bytes
@@ -434,6 +481,12 @@ impl HttpSession {
                         break; /* continue the read loop */
                     }
                     HeaderParseState::Invalid(e) => match e {
+                        httparse::Error::TooManyHeaders => {
+                            return Error::e_explain(
+                                HTTPStatus(431),
+                                format!("Request header has more than {MAX_HEADERS} fields"),
+                            );
+                        }
                         httparse::Error::Token | httparse::Error::Version => {
                             // URI escaping rebuilds the current header. Detach any request body or
                             // pipelined suffix first so normalization never copies queued requests.
@@ -1349,6 +1402,21 @@ impl HttpSession {
     /// Gets the downstream write timeout.
     pub fn get_write_timeout(&self) -> Option<Duration> {
         self.write_timeout
+    }
+
+    /// Sets a deadline for the whole request header, counted from its first byte. A header
+    /// not complete by then fails with `HTTPStatus(408)`, however often bytes arrive. The wait
+    /// for the first byte is still bounded by the keepalive or read timeout.
+    pub fn set_header_timeout(&mut self, timeout: Option<Duration>) {
+        self.header_timeout = timeout;
+    }
+
+    /// Sets the largest request header (request line and fields, in bytes) and the most header
+    /// fields accepted. Beyond either the request fails with `HTTPStatus(431)`. Both are capped
+    /// by the built-in limits (1 MiB, 256 fields).
+    pub fn set_request_header_limits(&mut self, max_size: usize, max_headers: usize) {
+        self.max_header_size = max_size.min(MAX_HEADER_SIZE);
+        self.max_headers = max_headers.min(MAX_HEADERS);
     }
 
     /// Sets the total drain timeout. For HTTP/1.1, reusing a session requires
