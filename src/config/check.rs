@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::file::{Endpoint, File, HealthCheck, HostHeader, Pool, PoolKind, Timeouts};
+use super::limits::DEFAULT_LISTENER_CONNECTIONS;
+use super::limits::{check_body, check_limits, check_range, MAX_COUNT};
 use super::typed::{
     Config, EndpointSpec, ListenerSocket, PoolConfig, ProcessConfig, ServiceConfig,
 };
@@ -24,6 +26,9 @@ pub fn check(f: File) -> Result<Config, PathError> {
     }
     let mut seen = HashSet::new();
     for (i, l) in f.listeners.iter().enumerate() {
+        if let Some(n) = l.max_connections {
+            check_range(&format!("listeners[{i}].max_connections"), n, 1, MAX_COUNT)?;
+        }
         if !seen.insert(l.address) {
             return Err(PathError::new(
                 format!("listeners[{i}].address"),
@@ -47,6 +52,7 @@ pub fn check(f: File) -> Result<Config, PathError> {
         pools.insert(name.clone(), check_pool(name, pool)?);
     }
     check_routes(&f)?;
+    check_limits(&f.limits)?;
     let process = ProcessConfig {
         server: f.server,
         listeners: f
@@ -64,7 +70,13 @@ pub fn check(f: File) -> Result<Config, PathError> {
         trusted_proxies: f.trusted_proxies,
         pools,
         routes: f.routes,
+        listener_connections: f
+            .listeners
+            .iter()
+            .map(|l| l.max_connections.unwrap_or(DEFAULT_LISTENER_CONNECTIONS))
+            .collect(),
         listener_certs: f.listeners.into_iter().map(|l| l.tls).collect(),
+        limits: f.limits,
     };
     Ok(Config { process, service })
 }
@@ -82,6 +94,12 @@ fn check_routes(f: &File) -> Result<(), PathError> {
                 format!("{path}.pool"),
                 format!("unknown pool {:?} (pools: {})", r.pool, known.join(", ")),
             ));
+        }
+        if let Some(n) = r.max_body_bytes {
+            check_body(&format!("{path}.max_body_bytes"), n)?;
+        }
+        if let Some(n) = r.max_in_flight {
+            check_range(&format!("{path}.max_in_flight"), n, 1, MAX_COUNT)?;
         }
         let mut methods = Vec::new();
         if let Some(ms) = &r.methods {

@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::connstr::ConnectionString;
+use super::limits::Limits;
 use super::values::{AbsPath, Address, EndpointUrl, HostName, Method};
 use crate::signalr::Rule;
 
@@ -31,6 +32,9 @@ pub struct File {
     /// The admin listener (reload, readiness, counters); off when the section is absent.
     #[serde(default)]
     pub admin: Option<AdminSection>,
+    /// What clients, connections and requests may hold (see `limits`).
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// The admin listener: `POST /reload`, `GET /readyz`, `GET /healthz`, `GET /status`.
@@ -111,6 +115,9 @@ pub struct Listener {
     /// HTTP layer reads straight from the socket (saving a copy and 64 KiB per connection), and
     /// Pingora's 64 KiB on TLS, which reads in 16 KiB records.
     pub read_buffer: Option<usize>,
+    /// Open connections on this listener; beyond it a new connection is closed at once.
+    /// Reloadable.
+    pub max_connections: Option<usize>,
 }
 
 /// Certificate and key for a TLS listener.
@@ -287,4 +294,9 @@ pub struct Route {
     pub methods: Option<Vec<Method>>,
     /// Name of the pool that serves the route.
     pub pool: String,
+    /// Largest request body in bytes (default `limits.max_body_bytes`); `413` beyond.
+    pub max_body_bytes: Option<u64>,
+    /// Requests (WebSockets and SSE streams included, for as long as they last) the route
+    /// serves at once; `503` beyond. No cap by default.
+    pub max_in_flight: Option<usize>,
 }

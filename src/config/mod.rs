@@ -9,6 +9,7 @@
 mod check;
 mod connstr;
 mod file;
+mod limits;
 mod typed;
 mod values;
 
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub use check::{check_pool, endpoint_spec};
 pub use connstr::ConnectionString;
 pub use file::*;
+pub use limits::{ClientLimits, Limits, DEFAULT_LISTENER_CONNECTIONS};
 pub use typed::*;
 pub use values::{AbsPath, Address, EndpointUrl, HostName, Method};
 

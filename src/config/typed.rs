@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::file::{HealthCheck, HostHeader, ListenerTls, PoolKind, Route};
 use super::file::{ServerSection, Timeouts, UpstreamTls};
+use super::limits::Limits;
 use super::values::Address;
 use crate::signalr::Rule;
 
@@ -55,6 +56,10 @@ pub struct ServiceConfig {
     pub routes: Vec<Route>,
     /// Certificate files of each listener (`None` for plain ones), by listener index.
     pub listener_certs: Vec<Option<ListenerTls>>,
+    /// Connection cap of each listener, by listener index.
+    pub listener_connections: Vec<usize>,
+    /// Client, connection and request limits.
+    pub limits: Limits,
 }
 
 /// A pool with its defaults applied and its endpoints read.

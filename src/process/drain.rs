@@ -10,13 +10,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use log::{info, warn};
-use pingora_core::apps::ServerApp;
+use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 
+use super::connections;
+use crate::proxy::connection::ConnectionLimits;
 use crate::runtime::drain::{Drain, Phase};
+use crate::runtime::SharedRuntime;
 
 /// How long idle keep-alive connections stay open after the listeners stop accepting, so a
 /// request already on its way on one (or on a connection accepted just before) is served.
@@ -26,31 +29,42 @@ pub const LINGER: Duration = Duration::from_secs(1);
 /// How often the drain watcher looks at the connection count (it is also woken at zero).
 const TICK: Duration = Duration::from_millis(100);
 
-/// Wraps Pingora's HTTP app to count connections and to delay closing idle keep-alive ones.
+/// Wraps Pingora's HTTP app to count connections, to hold them to the connection limits, and
+/// to delay closing idle keep-alive ones.
 pub struct TrackedApp<A> {
     inner: Arc<A>,
     drain: Arc<Drain>,
+    limits: ConnectionLimits,
+    state: SharedRuntime,
 }
 
 impl<A> TrackedApp<A> {
-    /// Wraps `inner`.
-    pub fn new(inner: A, drain: Arc<Drain>) -> Self {
+    /// Wraps `inner`; `limits` counts connections against the caps of the current runtime.
+    pub fn new(
+        inner: A,
+        drain: Arc<Drain>,
+        limits: ConnectionLimits,
+        state: SharedRuntime,
+    ) -> Self {
         TrackedApp {
             inner: Arc::new(inner),
             drain,
+            limits,
+            state,
         }
     }
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for TrackedApp<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for TrackedApp<A> {
     async fn process_new(
         self: &Arc<Self>,
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _counted = self.drain.connection();
-        self.inner.process_new(session, shutdown).await
+        connections::serve(&self.inner, &self.limits, &self.state, session, shutdown).await;
+        None
     }
 
     async fn cleanup(&self) {

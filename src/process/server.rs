@@ -21,6 +21,7 @@ use super::ops::Ops;
 use super::signals::{self, EdgeSignals};
 use super::Exit;
 use crate::config::{Config, ServerSection};
+use crate::proxy::connection::ConnectionLimits;
 use crate::proxy::EdgeProxy;
 use crate::reload::Reloader;
 use crate::runtime::{Runtime, SharedRuntime};
@@ -109,9 +110,10 @@ pub fn build(
         &server.configuration,
         EdgeProxy::new(state.clone(), ops.drain.clone()),
     );
+    let limits = ConnectionLimits::new(process.listeners.iter().map(|l| l.address.0).collect());
     let mut service = Service::new(
         "signalr-edge".to_string(),
-        TrackedApp::new(proxy, ops.drain.clone()),
+        TrackedApp::new(proxy, ops.drain.clone(), limits, state.clone()),
     );
     for (i, l) in process.listeners.iter().enumerate() {
         let address = l.address.to_string();

@@ -26,6 +26,18 @@ pub fn redact_query(query: &str) -> Cow<'_, str> {
     Cow::Owned(parts.join("&"))
 }
 
+/// The access line of a request whose header the edge refused before reading it whole (too
+/// large, too slow, malformed): no method, path or route is known.
+pub fn header_refused(client: Option<std::net::IpAddr>, refusal: super::refusal::Refusal) {
+    log::info!(
+        target: TARGET,
+        "{} \"-\" {} route=- pool=- endpoint=- rule=- ms=- refused={}",
+        client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+        refusal.status(),
+        refusal.as_str()
+    );
+}
+
 /// The parameter's name, if it is one of `SECRET_PARAMS`.
 fn secret_name(pair: &str) -> Option<&'static str> {
     let name = pair.split_once('=').map_or(pair, |(k, _)| k);

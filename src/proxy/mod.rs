@@ -10,13 +10,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::HOST;
 use log::info;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::{ProxyHttp, Session};
 
 mod access_log;
+pub mod connection;
 mod forwarded;
+pub mod limits;
 pub mod refusal;
 pub mod selection;
 
@@ -25,6 +28,8 @@ use crate::runtime::drain::Drain;
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::signalr::Rule;
 use access_log::redact_query;
+use connection::{idle_seconds, OverClientConnections};
+use limits::{admit, retry_after, BodyCount};
 use refusal::Refusal;
 use selection::{select, Selection};
 
@@ -48,6 +53,13 @@ pub struct RequestCtx {
     sel: Selection,
     /// Why the edge answered itself, if it did.
     refusal: Option<Refusal>,
+    /// The connection's client address was over its connection limit at accept.
+    over_client_connections: bool,
+    /// The route's in-flight count, held to the end of the request.
+    _gate: Option<crate::runtime::limits::GateGuard>,
+    /// The body limit, and the body seen so far.
+    max_body: u64,
+    body: BodyCount,
 }
 
 #[async_trait]
@@ -60,29 +72,100 @@ impl ProxyHttp for EdgeProxy {
             runtime: None,
             sel: Selection::default(),
             refusal: None,
+            over_client_connections: false,
+            _gate: None,
+            max_body: u64::MAX,
+            body: BodyCount::default(),
         }
     }
 
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        prev: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        // Set by the connection's admission (process layer) on each of its sessions.
+        ctx.over_client_connections = prev.is::<OverClientConnections>();
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let runtime = self.state.load_full();
+        let limits = &runtime.limits;
+        session.set_read_timeout(Some(limits.body_timeout));
+        session.set_write_timeout(Some(limits.send_timeout));
         if self.drain.is_draining() {
             // `Connection: close` moves keep-alive clients to a fresh connection, which the
             // new process (or, after SIGTERM, another replica) accepts.
             session.set_keepalive(None);
+        } else if session.get_keepalive().is_some() {
+            // Pingora waits for the next request for ever unless told otherwise.
+            session.set_keepalive(Some(idle_seconds(limits.idle_timeout)));
         }
-        let runtime = self.state.load_full();
         let peer_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let answer = select(&runtime, session.req_header(), peer_ip, &mut ctx.sel);
+        let routed = select(&runtime, session.req_header(), peer_ip, &mut ctx.sel);
+        let admitted = admit(
+            &runtime,
+            session.req_header(),
+            &ctx.sel,
+            ctx.over_client_connections,
+            routed,
+        );
         ctx.runtime = Some(runtime);
-        match answer {
-            Ok(()) => Ok(false),
+        match admitted {
+            Ok(a) => {
+                ctx._gate = a.gate;
+                ctx.max_body = a.max_body;
+                Ok(false)
+            }
             Err(refusal) => {
                 refuse(session, ctx, refusal).await?;
                 Ok(true)
             }
         }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let n = body.as_ref().map_or(0, Bytes::len);
+        if ctx.body.add(n, ctx.max_body) {
+            return Ok(());
+        }
+        // A body without Content-Length went over the limit as it streamed: the upstream has
+        // the first `max_body` bytes of a request that never completes (its connection is
+        // dropped); the client gets 413 (Pingora's fail_to_proxy answers the status).
+        Refusal::BodyTooLarge.count();
+        ctx.refusal = Some(Refusal::BodyTooLarge);
+        *body = None;
+        Error::e_explain(
+            ErrorType::HTTPStatus(413),
+            "request body over the route's limit",
+        )
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        // A refused body is the client's doing, counted and logged as a refusal.
+        ctx.refusal.is_some()
+    }
+
+    fn request_header_failed(&self, session: &ServerSession, _error: &Error, status: Option<u16>) {
+        let Some(refusal) = status.and_then(Refusal::of_header_status) else {
+            return;
+        };
+        refusal.count();
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        access_log::header_refused(client, refusal);
     }
 
     async fn upstream_peer(
@@ -188,6 +271,7 @@ impl ProxyHttp for EdgeProxy {
 }
 
 /// Answers the request locally for `refusal`, counts it and keeps it for the access log.
+/// The connection closes after the answer (an unread body is never drained).
 async fn refuse(session: &mut Session, ctx: &mut RequestCtx, refusal: Refusal) -> Result<()> {
     refusal.count();
     ctx.refusal = Some(refusal);
@@ -199,8 +283,15 @@ async fn refuse(session: &mut Session, ctx: &mut RequestCtx, refusal: Refusal) -
                 "signalr-edge: no healthy endpoint in pool {pool}\n"
             ))
         }
+        other => Bytes::from(format!("signalr-edge: refused: {}\n", other.as_str())),
     };
+    let mut resp = ServerSession::generate_error(refusal.status());
+    resp.set_content_length(body.len())?;
+    if let Some(secs) = retry_after(refusal, ctx.runtime.as_deref()) {
+        resp.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
+    }
     session
-        .respond_error_with_body(refusal.status(), body)
+        .as_downstream_mut()
+        .write_error_response(resp, body)
         .await
 }

@@ -12,17 +12,52 @@ pub enum Refusal {
     NoRoute,
     /// The route's pool has no healthy endpoint.
     NoHealthyEndpoint,
+    /// The client address holds more connections than `limits.per_client.connections`.
+    ClientConnections,
+    /// The client sent more requests than `limits.per_client.requests` in one interval.
+    ClientRate,
+    /// The request body is larger than the route's `max_body_bytes`.
+    BodyTooLarge,
+    /// The route already serves `max_in_flight` requests.
+    RouteBusy,
+    /// The request header is over `limits.max_header_bytes` or `limits.max_headers`.
+    HeaderTooLarge,
+    /// The request header was not complete within `limits.header_timeout`.
+    HeaderTimeout,
+    /// The request header could not be parsed.
+    MalformedHeader,
+    /// The listener holds `max_connections`: the new connection was closed unanswered.
+    ListenerFull,
 }
 
 impl Refusal {
     /// Every reason, in counter order.
-    pub const ALL: [Refusal; 2] = [Refusal::NoRoute, Refusal::NoHealthyEndpoint];
+    pub const ALL: [Refusal; 10] = [
+        Refusal::NoRoute,
+        Refusal::NoHealthyEndpoint,
+        Refusal::ClientConnections,
+        Refusal::ClientRate,
+        Refusal::BodyTooLarge,
+        Refusal::RouteBusy,
+        Refusal::HeaderTooLarge,
+        Refusal::HeaderTimeout,
+        Refusal::MalformedHeader,
+        Refusal::ListenerFull,
+    ];
 
     /// The HTTP status of the answer.
     pub fn status(self) -> u16 {
         match self {
             Refusal::NoRoute => 404,
             Refusal::NoHealthyEndpoint => 503,
+            Refusal::ClientConnections | Refusal::ClientRate => 429,
+            Refusal::BodyTooLarge => 413,
+            Refusal::RouteBusy => 503,
+            Refusal::HeaderTooLarge => 431,
+            Refusal::HeaderTimeout => 408,
+            Refusal::MalformedHeader => 400,
+            // Nothing is sent: the connection is closed at once.
+            Refusal::ListenerFull => 503,
         }
     }
 
@@ -31,6 +66,24 @@ impl Refusal {
         match self {
             Refusal::NoRoute => "no_route",
             Refusal::NoHealthyEndpoint => "no_healthy_endpoint",
+            Refusal::ClientConnections => "client_connections",
+            Refusal::ClientRate => "client_rate",
+            Refusal::BodyTooLarge => "body_too_large",
+            Refusal::RouteBusy => "route_busy",
+            Refusal::HeaderTooLarge => "header_too_large",
+            Refusal::HeaderTimeout => "header_timeout",
+            Refusal::MalformedHeader => "malformed_header",
+            Refusal::ListenerFull => "listener_full",
+        }
+    }
+
+    /// The refusal of a request header Pingora answered itself with `status`.
+    pub fn of_header_status(status: u16) -> Option<Refusal> {
+        match status {
+            431 => Some(Refusal::HeaderTooLarge),
+            408 => Some(Refusal::HeaderTimeout),
+            400 => Some(Refusal::MalformedHeader),
+            _ => None,
         }
     }
 
@@ -64,6 +117,16 @@ mod tests {
         }
         let names: std::collections::HashSet<_> = Refusal::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), Refusal::ALL.len(), "names are unique");
+        for r in Refusal::ALL {
+            if let Some(back) = Refusal::of_header_status(r.status()) {
+                assert!(back.status() == r.status(), "{r:?}");
+            }
+        }
+        assert_eq!(
+            Refusal::of_header_status(431),
+            Some(Refusal::HeaderTooLarge)
+        );
+        assert_eq!(Refusal::of_header_status(502), None);
     }
 
     #[test]

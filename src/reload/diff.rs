@@ -28,6 +28,8 @@ pub struct Changes {
     pub routes_removed: Vec<String>,
     /// Whether `trusted_proxies` changes.
     pub trusted_proxies_changed: bool,
+    /// Whether a limit changes (`limits`, a listener's `max_connections`, a route's limits).
+    pub limits_changed: bool,
     /// `listeners[i]` whose certificate or key changes.
     pub certificates_changed: Vec<String>,
 }
@@ -93,6 +95,16 @@ impl Changes {
             .cloned()
             .collect();
         c.trusted_proxies_changed = old_cfg.trusted_proxies != new_cfg.trusted_proxies;
+        // A route both files have, with other limits (added and removed ones are named above).
+        let route_limits_changed = new_cfg.routes.iter().any(|n| {
+            old_cfg.routes.iter().any(|o| {
+                route_text(o) == route_text(n)
+                    && (o.max_body_bytes, o.max_in_flight) != (n.max_body_bytes, n.max_in_flight)
+            })
+        });
+        c.limits_changed = old_cfg.limits != new_cfg.limits
+            || old_cfg.listener_connections != new_cfg.listener_connections
+            || route_limits_changed;
         for (i, (o, n)) in old
             .listener_certs
             .iter()
@@ -153,6 +165,9 @@ impl fmt::Display for Changes {
         list("certificates", &[("~", &self.certificates_changed)]);
         if self.trusted_proxies_changed {
             parts.push("trusted_proxies changed".into());
+        }
+        if self.limits_changed {
+            parts.push("limits changed".into());
         }
         f.write_str(&parts.join("; "))
     }

@@ -7,6 +7,7 @@
 pub(crate) mod drain;
 mod endpoint;
 mod health;
+pub mod limits;
 mod pool;
 mod routes;
 mod tls;
@@ -19,8 +20,9 @@ use ipnet::IpNet;
 
 use pingora_core::tls::sign::CertifiedKey;
 
-use crate::config::{Config, ConfigError, PathError, ServiceConfig};
+use crate::config::{Config, ConfigError, Limits, PathError, ServiceConfig};
 pub use endpoint::Endpoint;
+use limits::ClientRate;
 pub use pool::Pool;
 use routes::RouteTable;
 use tls::load_certified_key;
@@ -36,6 +38,12 @@ pub struct Runtime {
     pub trusted_proxies: Vec<IpNet>,
     /// Certificate and key of each listener (`None` for plain ones), by listener index.
     pub listener_certs: Vec<Option<Arc<CertifiedKey>>>,
+    /// Connection cap of each listener, by listener index.
+    pub listener_connections: Vec<usize>,
+    /// Client, connection and request limits.
+    pub limits: Limits,
+    /// Requests per client in the current window (kept by a reload that keeps the window).
+    pub client_rate: Arc<ClientRate>,
     /// 1 for the config loaded at start, one more for each successful reload.
     pub generation: u64,
 }
@@ -57,10 +65,18 @@ impl Runtime {
                 Pool::compile(name, cfg, old).map_err(|e| e.in_file(file))?,
             ));
         }
-        let routes = RouteTable::compile(&config.routes, |name| {
-            pools.iter().position(|p| p.name == name)
-        })
+        let routes = RouteTable::compile(
+            &config.routes,
+            |name| pools.iter().position(|p| p.name == name),
+            config.limits.max_body_bytes,
+            previous.map(|p| &p.routes),
+        )
         .map_err(|e| e.in_file(file))?;
+        let interval = config.limits.per_client.interval;
+        let client_rate = match previous {
+            Some(p) if p.client_rate.interval == interval => p.client_rate.clone(),
+            _ => Arc::new(ClientRate::new(interval)),
+        };
         let mut listener_certs = Vec::with_capacity(config.listener_certs.len());
         for (i, tls) in config.listener_certs.iter().enumerate() {
             listener_certs.push(match tls {
@@ -77,6 +93,9 @@ impl Runtime {
             pools,
             trusted_proxies: config.trusted_proxies.clone(),
             listener_certs,
+            listener_connections: config.listener_connections.clone(),
+            limits: config.limits.clone(),
+            client_rate,
             generation: previous.map_or(1, |p| p.generation + 1),
         })
     }

@@ -2,6 +2,7 @@
 
 use http::Method;
 
+use super::limits::RouteGate;
 use crate::config::{self, PathError};
 
 /// One compiled route.
@@ -17,9 +18,28 @@ pub struct Route {
     pub methods: Option<Vec<Method>>,
     /// Index of the pool in the runtime.
     pub pool: usize,
+    /// Largest request body in bytes.
+    pub max_body_bytes: u64,
+    /// Cap on requests in flight, if the route has one.
+    pub gate: Option<RouteGate>,
 }
 
 impl Route {
+    /// What identifies the route across reloads: host, prefix and methods.
+    fn same_place(&self, other: &Route) -> bool {
+        let methods = |r: &Route| {
+            let mut ms: Option<Vec<String>> = r
+                .methods
+                .as_ref()
+                .map(|ms| ms.iter().map(|m| m.as_str().to_owned()).collect());
+            if let Some(ms) = ms.as_mut() {
+                ms.sort();
+            }
+            ms
+        };
+        self.host == other.host && self.prefix == other.prefix && methods(self) == methods(other)
+    }
+
     fn matches(&self, host: Option<&str>, path: &str, method: &Method) -> bool {
         path.starts_with(self.prefix.as_str())
             && self
@@ -37,10 +57,14 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Compiles the routes; `pool_index` maps a pool name to its runtime index.
+    /// Compiles the routes; `pool_index` maps a pool name to its runtime index, `max_body` is
+    /// the default body limit, and a route of `previous` in the same place keeps counting its
+    /// requests in flight.
     pub fn compile(
         routes: &[config::Route],
         pool_index: impl Fn(&str) -> Option<usize>,
+        max_body: u64,
+        previous: Option<&RouteTable>,
     ) -> Result<Self, PathError> {
         let mut out = Vec::with_capacity(routes.len());
         for (i, r) in routes.iter().enumerate() {
@@ -50,7 +74,7 @@ impl RouteTable {
                     format!("unknown pool {:?}", r.pool),
                 )
             })?;
-            out.push(Route {
+            let mut route = Route {
                 index: i,
                 host: r.host.as_ref().map(|h| h.0.clone()),
                 prefix: r.path.0.clone(),
@@ -59,7 +83,17 @@ impl RouteTable {
                     .as_ref()
                     .map(|ms| ms.iter().map(|m| m.0.clone()).collect()),
                 pool,
-            });
+                max_body_bytes: r.max_body_bytes.unwrap_or(max_body),
+                gate: None,
+            };
+            if let Some(max) = r.max_in_flight {
+                let open = previous
+                    .and_then(|t| t.routes.iter().find(|o| o.same_place(&route)))
+                    .and_then(|o| o.gate.as_ref())
+                    .map(RouteGate::counter);
+                route.gate = Some(RouteGate::new(max, open));
+            }
+            out.push(route);
         }
         // Longest prefix first; at equal length, host-specific before any-host, then
         // method-restricted before any-method; then file order (the sort is stable).
@@ -71,6 +105,11 @@ impl RouteTable {
             )
         });
         Ok(RouteTable { routes: out })
+    }
+
+    /// The route at `routes[index]` of the file.
+    pub fn by_index(&self, index: usize) -> Option<&Route> {
+        self.routes.iter().find(|r| r.index == index)
     }
 
     /// The best route for a request; `host` may carry a port, which is ignored.
@@ -97,7 +136,7 @@ mod tests {
     fn table(yaml: &str) -> RouteTable {
         let routes: Vec<config::Route> = serde_yaml::from_str(yaml).unwrap();
         let pools = ["signalr", "app", "admin"];
-        RouteTable::compile(&routes, |p| pools.iter().position(|x| *x == p)).unwrap()
+        RouteTable::compile(&routes, |p| pools.iter().position(|x| *x == p), 1, None).unwrap()
     }
 
     fn pool_of(t: &RouteTable, host: Option<&str>, path: &str, m: Method) -> Option<usize> {

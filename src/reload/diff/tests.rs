@@ -83,6 +83,34 @@ fn changes_name_pools_endpoints_and_routes() {
 }
 
 #[test]
+fn limits_are_reloadable_and_named() {
+    let (oc, or) = compiled(OLD, None);
+    for change in [
+        "limits: { header_timeout: 5s }\n",
+        "limits: { per_client: { requests: 10 } }\n",
+    ] {
+        let (nc, nr) = compiled(&format!("{OLD}{change}"), Some(&or));
+        let c = Changes::between(&oc.service, &or, &nc.service, &nr);
+        assert!(c.limits_changed, "{change}");
+        assert_eq!(c.to_string(), "limits changed");
+    }
+    let capped = OLD
+        .replace(
+            "{ path: /old/, pool: old }",
+            "{ path: /old/, pool: old, max_in_flight: 5 }",
+        )
+        .replace(
+            "\"127.0.0.1:8080\" }",
+            "\"127.0.0.1:8080\", max_connections: 9 }",
+        );
+    let (nc, nr) = compiled(&capped, Some(&or));
+    let c = Changes::between(&oc.service, &or, &nc.service, &nr);
+    assert_eq!(c.to_string(), "limits changed");
+    // A listener's cap is not a process setting: no upgrade needed.
+    assert!(upgrade_only_changes(&oc.process, &nc.process).is_empty());
+}
+
+#[test]
 fn the_same_file_changes_nothing() {
     let (oc, or) = compiled(OLD, None);
     let (nc, nr) = compiled(OLD, Some(&or));
