@@ -33,7 +33,8 @@ impl Edge {
     ///
     /// The edge's listener on `port` comes first; the pid file and upgrade socket go into the
     /// edge's own directory (tests run in parallel), and unless `config` says otherwise it
-    /// stops at once: no drain deadline, 1 s of final shutdown.
+    /// stops at once: no drain deadline, 1 s of final shutdown; and it does not limit clients
+    /// per address (see `ClientLimits::lift_unset`).
     pub fn start_logging(rust_log: &str, port: u16, mut config: EdgeConfig) -> Edge {
         let dir = TempDir::new("edge");
         let s = &mut config.server;
@@ -41,6 +42,7 @@ impl Edge {
         s.upgrade_sock = Some(dir.join("upgrade.sock"));
         s.grace_period_seconds.get_or_insert(0);
         s.graceful_shutdown_timeout_seconds.get_or_insert(1);
+        config.limits.per_client.lift_unset();
         config
             .listeners
             .insert(0, Listener::new(format!("127.0.0.1:{port}")));

@@ -20,7 +20,10 @@ pub use certs::{test_pki, TestPki};
 pub use client::negotiate::{negotiate, Negotiated};
 pub use client::ws::ws_whoami;
 pub use client::{http, Client, Error, Target, Transport};
-pub use config::{EdgeConfig, Endpoint, HealthCheck, Listener, Pool, Route, Server, Timeouts};
+pub use config::{
+    ClientLimits, EdgeConfig, Endpoint, HealthCheck, Limits, Listener, Pool, Route, Server,
+    Timeouts,
+};
 pub use edge::Edge;
 pub use emulator::{addr_of, app_server, emulator, endpoint_of, instance, signalr_pool, token};
 pub use process::{edge_binary, free_port, send_signal, wait_for, TempDir};

@@ -47,14 +47,15 @@ impl EdgeSite {
     }
 
     /// `config` (pools and routes) completed for this site, with `grace` as drain deadline:
-    /// its pid file and upgrade socket, its admin listener, and its listener unless `config`
-    /// has one.
+    /// its pid file and upgrade socket, its admin listener, its listener unless `config`
+    /// has one, and no per-address client limits (see `ClientLimits::lift_unset`).
     pub fn config(&self, config: &EdgeConfig, grace: u64) -> EdgeConfig {
         let mut c = config.clone();
         c.server.pid_file = Some(self.dir.join("edge.pid"));
         c.server.upgrade_sock = Some(self.dir.join("upgrade.sock"));
         c.server.grace_period_seconds = Some(grace);
         c.server.graceful_shutdown_timeout_seconds = Some(1);
+        c.limits.per_client.lift_unset();
         if c.listeners.is_empty() {
             c.listeners.push(self.listener());
         }

@@ -5,6 +5,7 @@
 //!
 //! Unset options are left out of the file, so the edge's defaults apply.
 
+mod limits;
 mod pool;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
+pub use limits::{ClientLimits, Limits};
 pub use pool::{Endpoint, HealthCheck, Pool, Timeouts};
 
 /// The whole file.
@@ -33,6 +35,9 @@ pub struct EdgeConfig {
     pub pools: Vec<Pool>,
     /// Routes.
     pub routes: Vec<Route>,
+    /// Client, connection and request limits.
+    #[serde(skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
 }
 
 /// The `server` section; `None` leaves the edge's default.
@@ -75,6 +80,9 @@ pub struct Listener {
     /// Read buffer per connection, in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_buffer: Option<usize>,
+    /// Connection cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
 }
 
 /// PEM files of a TLS listener.
@@ -93,6 +101,7 @@ impl Listener {
             address: address.to_string(),
             tls: None,
             read_buffer: None,
+            max_connections: None,
         }
     }
 
@@ -126,6 +135,12 @@ pub struct Route {
     pub methods: Option<Vec<String>>,
     /// The pool's name.
     pub pool: String,
+    /// Largest request body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+    /// Requests served at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
 }
 
 impl Route {
@@ -136,7 +151,21 @@ impl Route {
             path: path.to_string(),
             methods: None,
             pool: pool.to_string(),
+            max_body_bytes: None,
+            max_in_flight: None,
         }
+    }
+
+    /// Caps the request body at `bytes`.
+    pub fn max_body_bytes(mut self, bytes: u64) -> Route {
+        self.max_body_bytes = Some(bytes);
+        self
+    }
+
+    /// Caps the requests served at once.
+    pub fn max_in_flight(mut self, n: usize) -> Route {
+        self.max_in_flight = Some(n);
+        self
     }
 
     /// Only for this `Host`.
@@ -187,6 +216,12 @@ impl EdgeConfig {
     /// Adds a route (the order is the file's: error paths say `routes[i]`).
     pub fn route(mut self, route: Route) -> EdgeConfig {
         self.routes.push(route);
+        self
+    }
+
+    /// Sets the limits (`Limits::default()` leaves every default).
+    pub fn limits(mut self, limits: Limits) -> EdgeConfig {
+        self.limits = limits;
         self
     }
 
