@@ -47,6 +47,7 @@ pub async fn serve<A>(
     };
     if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
         // Not offered by our listeners today; Pingora's own loop, if it ever is.
+        drop(runtime);
         app.process_new(stream, shutdown).await;
         return;
     }
