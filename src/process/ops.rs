@@ -209,39 +209,35 @@ pub struct Status {
     pub refusals: std::collections::BTreeMap<&'static str, u64>,
 }
 
+/// An `Ops` over a one-pool config, for unit tests; its exit panics.
+#[cfg(test)]
+pub(crate) fn test_ops() -> Ops {
+    let cfg = crate::config::parse_str(
+        "listeners: [{ address: \"127.0.0.1:8080\" }]\npools:\n  p:\n    kind: app\n    endpoints: [{ url: \"http://127.0.0.1:5000\" }]\nroutes: [{ path: /, pool: p }]\n",
+    )
+    .unwrap();
+    let rt = crate::runtime::Runtime::compile(&cfg.service, Path::new("t.yaml"), None).unwrap();
+    let reloader = Reloader::new(
+        Path::new("t.yaml"),
+        cfg,
+        Arc::new(arc_swap::ArcSwap::from_pointee(rt)),
+    );
+    Ops::new(
+        reloader,
+        Path::new("/tmp/u.sock"),
+        Duration::from_secs(7),
+        false,
+        |code| panic!("exit({code})"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use arc_swap::ArcSwap;
-
     use super::*;
-    use crate::runtime::Runtime;
-
-    fn ops() -> Ops {
-        let cfg = crate::config::parse_str(
-            "listeners: [{ address: \"127.0.0.1:8080\" }]\npools:\n  p:\n    kind: app\n    endpoints: [{ url: \"http://127.0.0.1:5000\" }]\nroutes: [{ path: /, pool: p }]\n",
-        )
-        .unwrap();
-        let rt = Runtime::compile(&cfg.service, Path::new("t.yaml"), None).unwrap();
-        let reloader = Reloader::new(
-            Path::new("t.yaml"),
-            cfg,
-            Arc::new(ArcSwap::from_pointee(rt)),
-        );
-        Ops::new(
-            reloader,
-            Path::new("/tmp/u.sock"),
-            Duration::from_secs(7),
-            false,
-            |code| panic!("exit({code})"),
-        )
-    }
 
     #[test]
     fn ready_once_started_until_draining() {
-        let ops = ops();
+        let ops = test_ops();
         assert!(!ops.is_ready(), "not before the listeners are held");
         ops.mark_started();
         assert!(ops.is_ready());
@@ -259,7 +255,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hand_off_before_startup_is_refused_and_serving_goes_on() {
-        let ops = ops();
+        let ops = test_ops();
         ops.mark_started();
         assert!(ops.hand_over().await.is_err());
         assert!(ops.is_ready());

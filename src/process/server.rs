@@ -160,7 +160,7 @@ pub fn build(
 /// Loads `file` and runs the edge until it is told to stop; then `exit` ends the process.
 /// Returns only when the file or the server setup is refused.
 pub fn run(file: &Path, flags: RunFlags, exit: Exit) -> Result<Infallible, String> {
-    signals::catch_early_sighup();
+    signals::catch_early_signals();
     let (config, runtime) = Runtime::load(file, None).map_err(|e| e.to_string())?;
     // Reloads read the same file even after a daemon changed its working directory.
     let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
