@@ -607,8 +607,11 @@ async fn reloads_and_upgrades_under_load_lose_nothing() {
         if k < 2 {
             let exited = current.wait_exit(Duration::from_secs(DEADLINE + 5)).await;
             let held = exited - stopped;
+            // `stopped` is when this test saw the line (it polls, and the machine may be
+            // busy), so it can be late; exiting at the deadline is what the log line says.
+            // The bound only catches an exit long before it.
             assert!(
-                held >= Duration::from_millis(DEADLINE * 1000 - 300),
+                held >= Duration::from_millis(DEADLINE * 1000 - 1000),
                 "upgrade {k}: the old process kept its connections only {held:?}"
             );
             assert!(current.log().contains("drain: deadline reached"));
