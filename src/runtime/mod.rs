@@ -11,6 +11,7 @@ pub mod limits;
 mod pool;
 mod routes;
 mod tls;
+mod tokens;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use limits::ClientRate;
 pub use pool::Pool;
 use routes::RouteTable;
 use tls::load_certified_key;
+pub use tokens::TokenRefusal;
 
 /// One compiled configuration.
 #[derive(Debug)]
