@@ -1,5 +1,6 @@
 //! Criterion micro-benchmarks of the per-request hot path: affinity key extraction, instance
-//! choice on the ring, route lookup, and the whole selection on a parsed request.
+//! choice on the ring, route lookup, the whole selection on a parsed request, and token
+//! verification (uncached, and the cache hit a long poll's later requests take).
 //! Run with `cargo bench --bench hot_path`.
 
 use std::hint::black_box;
@@ -8,20 +9,23 @@ use std::path::Path;
 use std::time::Duration;
 
 use asrs_emulator::token;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::Method;
 use pingora_http::RequestHeader;
 use signalr_edge::proxy::selection::{select, Selection};
 use signalr_edge::runtime::Runtime;
 use signalr_edge::signalr::keys::token_audience_host;
+use signalr_edge::signalr::token::{self as verifier, TokenKey};
 use signalr_edge::signalr::{AffinityInput, Ring};
-use testkit::{EdgeConfig, Endpoint, Listener, Pool, Route};
+use testkit::{EdgeConfig, Endpoint, Listener, Pool, Route, Tokens};
 
 const HOSTS: [&str; 3] = [
     "a.service.signalr.net",
     "b.service.signalr.net",
     "c.service.signalr.net",
 ];
+
+const KEY: &str = "an-access-key-of-the-usual-length-0123456789abcdef";
 
 fn runtime() -> Runtime {
     let signalr = HOSTS
@@ -32,6 +36,32 @@ fn runtime() -> Runtime {
                 Endpoint::url(format!("https://{h}")).address(format!("127.0.0.1:{}", 7001 + i)),
             )
         });
+    compile(signalr)
+}
+
+/// The same instances by connection string (the key of b signs `jwt()`), tokens verified.
+fn verifying_runtime() -> Runtime {
+    let signalr = HOSTS
+        .iter()
+        .enumerate()
+        .fold(Pool::signalr("signalr"), |p, (i, h)| {
+            let key = if i == 1 {
+                KEY.to_string()
+            } else {
+                format!("key-{i}")
+            };
+            p.endpoint(
+                Endpoint::connection_string(format!(
+                    "Endpoint=https://{h};AccessKey={key};Version=1.0;"
+                ))
+                .address(format!("127.0.0.1:{}", 7001 + i)),
+            )
+        })
+        .tokens(Tokens::verify());
+    compile(signalr)
+}
+
+fn compile(signalr: Pool) -> Runtime {
     let yaml = EdgeConfig::new()
         .listener(Listener::new("127.0.0.1:0"))
         .pool(signalr)
@@ -47,7 +77,7 @@ fn runtime() -> Runtime {
 /// A token the way the SDK signs it: HS256, audience of instance b, an hour's lifetime.
 fn jwt() -> String {
     token::sign(
-        "an-access-key-of-the-usual-length-0123456789abcdef",
+        KEY,
         &token::audience(HOSTS[1], "chat"),
         Some("user-1"),
         Duration::from_secs(3600),
@@ -152,5 +182,48 @@ fn selection(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, affinity, ring, routes, selection);
+fn tokens(c: &mut Criterion) {
+    let jwt = jwt();
+    let keys = [TokenKey::new(KEY)];
+    let skew = Duration::from_secs(30);
+    let auth = format!("Bearer {jwt}");
+    let peer: Option<IpAddr> = Some("192.0.2.7".parse().unwrap());
+    let negotiate = request(&format!("/client/negotiate?{QUERY}"), Some(&auth));
+    let mut g = c.benchmark_group("tokens");
+    // Read the audience, check the hub, HMAC and the times: what a first request costs.
+    g.bench_function("verify_uncached", |b| {
+        b.iter(|| {
+            let t = verifier::read(black_box(&jwt)).expect("readable");
+            t.check_hub(Some("chat")).expect("hub");
+            black_box(t.verify(&keys, skew))
+        })
+    });
+    // The whole selection on a verifying pool: the first request verifies and fills the cache.
+    g.bench_function("select_negotiate_uncached", |b| {
+        b.iter_batched(
+            verifying_runtime,
+            |rt| {
+                let mut sel = Selection::default();
+                let r = select(&rt, black_box(&negotiate), peer, &mut sel);
+                // The runtime is dropped outside the measurement.
+                (r, sel, rt)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    // ... and every later request with the same token (a long poll's) is a cache hit.
+    let rt = verifying_runtime();
+    let first = select(&rt, &negotiate, peer, &mut Selection::default());
+    assert!(first.is_ok(), "the bench token verifies: {first:?}");
+    g.bench_function("select_negotiate_cached", |b| {
+        b.iter(|| {
+            let mut sel = Selection::default();
+            let r = select(&rt, black_box(&negotiate), peer, &mut sel);
+            black_box((r, sel))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, affinity, ring, routes, selection, tokens);
 criterion_main!(benches);

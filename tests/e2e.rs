@@ -1,6 +1,7 @@
 //! End-to-end tests: the official `@microsoft/signalr` client (Node 20, installed by `./ci.sh`
 //! from `tests/e2e/package-lock.json`) through `signalr-edge` to emulated ASRS instances, over
 //! WebSockets, Server-Sent Events and long polling, with the app server's negotiate redirect.
+//! The edge verifies every client token (`tokens: { verify: true }`).
 
 use std::path::Path;
 use std::process::Command;
@@ -27,9 +28,16 @@ async fn setup(instances: Vec<InstanceConfig>, app: impl Fn(String) -> AppConfig
     );
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
+    let app = app(base.clone());
+    // The edge verifies every client's token, as the example config does; tokens the app signs
+    // for a shared audience (no pool endpoint) verify with the pool's (shared) key.
+    let tokens = app
+        .audience_host
+        .iter()
+        .fold(Tokens::verify(), |t, host| t.audience(host));
     let em = Emulator::start(&EmulatorConfig {
         instances,
-        apps: vec![app(base.clone())],
+        apps: vec![app],
     })
     .await
     .unwrap();
@@ -39,11 +47,30 @@ async fn setup(instances: Vec<InstanceConfig>, app: impl Fn(String) -> AppConfig
         .unhealthy_threshold(1)
         .healthy_threshold(1);
     let config = EdgeConfig::new()
-        .pool(signalr_pool(&em).health_check(hc))
+        .pool(signalr_pool(&em).health_check(hc).tokens(tokens))
         .pool(Pool::app("app").endpoint(Endpoint::url(format!("http://{}", em.apps[0]))))
         .route(Route::new("/client/", "signalr"))
         .route(Route::new("/", "app"));
     let edge = Edge::start_on(port, config);
+    // Verification is on: a forged token gets its 401 from the edge itself. (Its access line
+    // is awaited, so that it cannot land among the lines of the clients that follow.)
+    let r = http()
+        .post(format!("{base}/client/negotiate?hub=chat"))
+        .bearer_auth("forged.token.x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "signalr-edge: invalid access token\n"
+    );
+    wait_for(
+        Duration::from_secs(5),
+        "the forged token's access line",
+        || edge.log().contains("refused=invalid_token").then_some(()),
+    )
+    .await;
     Setup { em, edge, base }
 }
 

@@ -144,12 +144,13 @@ fn start_emulator(config: EmulatorConfig) -> Result<Started, String> {
     rx.recv().map_err(|e| e.to_string())?
 }
 
-/// The edge's configuration: `/client/` to the instances (by address), the rest to the app.
+/// The edge's configuration: `/client/` to the instances (by address, their tokens verified
+/// with the keys of their connection strings), the rest to the app.
 fn edge_yaml(edge: &str, started: &Started) -> String {
     let mut yaml = format!(
         "server: {{ threads: 1, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }}\n\
          listeners: [{{ address: \"{edge}\" }}]\npools:\n  signalr:\n    kind: signalr\n    \
-         health_check: {{ interval: 2s, timeout: 1s }}\n    endpoints:\n"
+         health_check: {{ interval: 2s, timeout: 1s }}\n    tokens: {{ verify: true }}\n    endpoints:\n"
     );
     for (_, host, key, addr) in &started.instances {
         yaml += &format!("      - {{ connection_string: \"Endpoint=http://{host};AccessKey={key};Version=1.0;\", address: \"{addr}\" }}\n");

@@ -3,8 +3,9 @@
 //! other keys, and the split into process and service settings. Each error names its key path.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
-use super::file::{Endpoint, File, HealthCheck, HostHeader, Pool, PoolKind, Timeouts};
+use super::file::{Endpoint, File, HealthCheck, HostHeader, Pool, PoolKind, Timeouts, Tokens};
 use super::limits::DEFAULT_LISTENER_CONNECTIONS;
 use super::limits::{check_body, check_limits, check_range, MAX_COUNT};
 use super::typed::{
@@ -189,6 +190,7 @@ pub fn check_pool(name: &str, pool: &Pool) -> Result<PoolConfig, PathError> {
         check_health(&format!("{path}.health_check"), hc)?;
     }
     check_timeouts(&path, &pool.timeouts)?;
+    let tokens = check_tokens(&path, pool)?;
     Ok(PoolConfig {
         kind: pool.kind,
         endpoints,
@@ -200,7 +202,41 @@ pub fn check_pool(name: &str, pool: &Pool) -> Result<PoolConfig, PathError> {
         health_check: pool.health_check.clone(),
         timeouts: pool.timeouts.clone(),
         tls: pool.tls.clone(),
+        tokens,
     })
+}
+
+/// Most clock skew `tokens.clock_skew` allows (ASP.NET Core's default): more would keep
+/// expired tokens alive for long.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+/// Most entries `tokens.cache_size` allows (about 1 KiB each at most).
+pub const MAX_TOKEN_CACHE: usize = 1_000_000;
+
+/// The pool's token settings; only SignalR pools verify tokens.
+fn check_tokens(path: &str, pool: &Pool) -> Result<Tokens, PathError> {
+    let Some(t) = &pool.tokens else {
+        return Ok(Tokens::default());
+    };
+    let path = format!("{path}.tokens");
+    if pool.kind != PoolKind::Signalr {
+        return Err(PathError::new(
+            path,
+            "only signalr pools verify tokens (app servers check their own credentials)",
+        ));
+    }
+    if t.clock_skew > MAX_CLOCK_SKEW {
+        return Err(PathError::new(
+            format!("{path}.clock_skew"),
+            format!("must be at most {}s", MAX_CLOCK_SKEW.as_secs()),
+        ));
+    }
+    check_range(
+        &format!("{path}.cache_size"),
+        t.cache_size,
+        1,
+        MAX_TOKEN_CACHE,
+    )?;
+    Ok(t.clone())
 }
 
 /// The pool's instance-choice rules, with the default order for SignalR pools.

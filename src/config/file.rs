@@ -171,6 +171,8 @@ pub struct Pool {
     /// Upstream TLS settings.
     #[serde(default)]
     pub tls: UpstreamTls,
+    /// Access-token verification at the edge (SignalR pools only).
+    pub tokens: Option<Tokens>,
 }
 
 /// One upstream, as a URL or an ASRS connection string.
@@ -278,6 +280,37 @@ impl Default for UpstreamTls {
         UpstreamTls {
             verify: true,
             ca_file: None,
+        }
+    }
+}
+
+/// Access-token verification at the edge, per SignalR pool: every request routed to the pool
+/// (but CORS preflights) must carry a client token that one of its AccessKeys signed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tokens {
+    /// Verify tokens here, answering `401` without reaching an instance (off by default).
+    pub verify: bool,
+    /// How far the edge's clock may be from the token issuer's, on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// Audience hosts accepted besides the endpoints' own (geo-replicas behind one resource
+    /// name): a token naming one must be signed with one of the pool's AccessKeys.
+    pub audiences: Vec<HostName>,
+    /// Verified tokens remembered, so that a long poll's requests are not verified again.
+    pub cache_size: usize,
+}
+
+/// Default of `tokens.clock_skew`.
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Tokens {
+            verify: false,
+            clock_skew: DEFAULT_CLOCK_SKEW,
+            audiences: Vec::new(),
+            cache_size: 10_000,
         }
     }
 }

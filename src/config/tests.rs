@@ -254,3 +254,67 @@ fn admin_section_is_off_unless_given_and_defaults_to_loopback() {
         assert!(e.message.contains(msg), "{section}: {e:?}");
     }
 }
+
+#[test]
+fn tokens_are_off_by_default_and_their_settings_bounded() {
+    let c = parse_str(GOOD).unwrap();
+    let t = &c.service.pools["signalr"].tokens;
+    assert!(!t.verify);
+    assert_eq!(t.clock_skew, std::time::Duration::from_secs(30));
+    let on = GOOD.replacen(
+        "    timeouts: { read: 130s }",
+        "    timeouts: { read: 130s }\n    tokens: { verify: true, audiences: [Shared.Example] }",
+        1,
+    );
+    let t = &parse_str(&on).unwrap().service.pools["signalr"].tokens;
+    assert!(t.verify);
+    assert_eq!(t.audiences, [HostName("shared.example".into())]);
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "clock_skew: 301s",
+            "pools.signalr.tokens.clock_skew",
+            "at most 300s",
+        ),
+        (
+            "clock_skew: 18446744073709551615s",
+            "pools.signalr.tokens.clock_skew",
+            "",
+        ),
+        (
+            "cache_size: 0",
+            "pools.signalr.tokens.cache_size",
+            "between 1 and",
+        ),
+        (
+            "cache_size: 1000001",
+            "pools.signalr.tokens.cache_size",
+            "between 1 and",
+        ),
+        (
+            "verfy: true",
+            "pools.signalr.tokens",
+            "unknown field `verfy`",
+        ),
+        (
+            "audiences: [a/b]",
+            "pools.signalr.tokens.audiences[0]",
+            "invalid host",
+        ),
+    ];
+    for (setting, path, msg) in cases {
+        let text = GOOD.replacen(
+            "    timeouts: { read: 130s }",
+            &format!("    timeouts: {{ read: 130s }}\n    tokens: {{ {setting} }}"),
+            1,
+        );
+        let e = parse_str(&text).unwrap_err();
+        assert!(e.path.starts_with(path), "{setting}: {e:?}");
+        assert!(e.message.contains(msg), "{setting}: {e:?}");
+    }
+    let app = GOOD.replacen(
+        "    endpoints: [{ url: \"http://127.0.0.1:5000\" }]",
+        "    endpoints: [{ url: \"http://127.0.0.1:5000\" }]\n    tokens: { verify: true }",
+        1,
+    );
+    assert_eq!(parse_str(&app).unwrap_err().path, "pools.app.tokens");
+}

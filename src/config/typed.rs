@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::file::{HealthCheck, HostHeader, ListenerTls, PoolKind, Route};
-use super::file::{ServerSection, Timeouts, UpstreamTls};
+use super::file::{ServerSection, Timeouts, Tokens, UpstreamTls};
 use super::limits::Limits;
 use super::values::Address;
 use crate::signalr::Rule;
@@ -79,6 +79,8 @@ pub struct PoolConfig {
     pub timeouts: Timeouts,
     /// Upstream TLS settings.
     pub tls: UpstreamTls,
+    /// Access-token verification (`verify: false` unless the file turns it on).
+    pub tokens: Tokens,
 }
 
 /// One endpoint, from its URL or connection string.

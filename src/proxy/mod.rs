@@ -283,12 +283,17 @@ async fn refuse(session: &mut Session, ctx: &mut RequestCtx, refusal: Refusal) -
                 "signalr-edge: no healthy endpoint in pool {pool}\n"
             ))
         }
+        Refusal::MissingToken => Bytes::from_static(b"signalr-edge: no access token\n"),
+        Refusal::InvalidToken => Bytes::from_static(b"signalr-edge: invalid access token\n"),
         other => Bytes::from(format!("signalr-edge: refused: {}\n", other.as_str())),
     };
     let mut resp = ServerSession::generate_error(refusal.status());
     resp.set_content_length(body.len())?;
     if let Some(secs) = retry_after(refusal, ctx.runtime.as_deref()) {
         resp.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
+    }
+    for (name, value) in refusal.headers() {
+        resp.insert_header(*name, *value)?;
     }
     session
         .as_downstream_mut()

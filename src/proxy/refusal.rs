@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::runtime::TokenRefusal;
+
 /// Why a request was answered by the edge. Add a variant to `ALL` too (a test checks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(usize)]
@@ -28,11 +30,15 @@ pub enum Refusal {
     MalformedHeader,
     /// The listener holds `max_connections`: the new connection was closed unanswered.
     ListenerFull,
+    /// The pool verifies tokens and the request carries none.
+    MissingToken,
+    /// The pool verifies tokens and the request's does not verify.
+    InvalidToken,
 }
 
 impl Refusal {
     /// Every reason, in counter order.
-    pub const ALL: [Refusal; 10] = [
+    pub const ALL: [Refusal; 12] = [
         Refusal::NoRoute,
         Refusal::NoHealthyEndpoint,
         Refusal::ClientConnections,
@@ -43,6 +49,8 @@ impl Refusal {
         Refusal::HeaderTimeout,
         Refusal::MalformedHeader,
         Refusal::ListenerFull,
+        Refusal::MissingToken,
+        Refusal::InvalidToken,
     ];
 
     /// The HTTP status of the answer.
@@ -58,6 +66,18 @@ impl Refusal {
             Refusal::MalformedHeader => 400,
             // Nothing is sent: the connection is closed at once.
             Refusal::ListenerFull => 503,
+            Refusal::MissingToken | Refusal::InvalidToken => 401,
+        }
+    }
+
+    /// Headers the answer carries besides the usual ones (`Retry-After` aside).
+    pub fn headers(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            // As ASRS (ASP.NET Core's bearer handler) answers: no error code when no token came
+            // (RFC 6750, 3.1), `invalid_token` when one did.
+            Refusal::MissingToken => &[("www-authenticate", "Bearer")],
+            Refusal::InvalidToken => &[("www-authenticate", "Bearer error=\"invalid_token\"")],
+            _ => &[],
         }
     }
 
@@ -74,6 +94,8 @@ impl Refusal {
             Refusal::HeaderTimeout => "header_timeout",
             Refusal::MalformedHeader => "malformed_header",
             Refusal::ListenerFull => "listener_full",
+            Refusal::MissingToken => "missing_token",
+            Refusal::InvalidToken => "invalid_token",
         }
     }
 
@@ -90,6 +112,15 @@ impl Refusal {
     /// Counts one refusal for this reason.
     pub fn count(self) {
         COUNTS[self as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl From<TokenRefusal> for Refusal {
+    fn from(r: TokenRefusal) -> Self {
+        match r {
+            TokenRefusal::Missing => Refusal::MissingToken,
+            TokenRefusal::Invalid(_) => Refusal::InvalidToken,
+        }
     }
 }
 

@@ -1,10 +1,12 @@
-//! The per-request decision, free of Pingora's session: route, pool, endpoint and the rule that
-//! chose it, from the request header and the peer address. The proxy calls it once per request.
+//! The per-request decision, free of Pingora's session: route, pool, the pool's token check,
+//! endpoint and the rule that chose it, from the request header and the peer address. The proxy calls it once per request.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::header::{AUTHORIZATION, HOST};
+use http::header::{ACCESS_CONTROL_REQUEST_METHOD, AUTHORIZATION, HOST};
+use http::Method;
+use log::debug;
 use pingora_http::RequestHeader;
 
 use super::forwarded;
@@ -81,10 +83,21 @@ pub fn select(
         sel.client.client_ip,
     );
     sel.pool = Some(pool.clone());
+    if !is_cors_preflight(req) {
+        pool.check_token(&input, req.uri.query()).map_err(|r| {
+            debug!("pool {}: access token refused: {r:?}", pool.name);
+            Refusal::from(r)
+        })?;
+    }
     let (endpoint, rule) = pool.choose(&input).ok_or(Refusal::NoHealthyEndpoint)?;
     sel.endpoint = Some(endpoint.clone());
     sel.choice = Some(rule);
     Ok(())
+}
+
+/// A browser's CORS preflight: it never carries credentials, and the instance answers it.
+fn is_cors_preflight(req: &RequestHeader) -> bool {
+    req.method == Method::OPTIONS && req.headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 #[cfg(test)]
@@ -143,5 +156,80 @@ mod tests {
             Err(Refusal::NoRoute)
         );
         assert!(miss.client.client_ip.is_some() && miss.route.is_none());
+    }
+
+    #[test]
+    fn a_verifying_pool_refuses_before_choosing_and_lets_preflights_through() {
+        let cfg = config::parse_str(
+            "listeners: [{ address: \"127.0.0.1:0\" }]\n\
+             pools:\n  signalr:\n    kind: signalr\n    tokens: { verify: true }\n    endpoints:\n\
+             \x20     - { connection_string: \"Endpoint=http://a.example;AccessKey=k;Version=1.0;\", address: \"127.0.0.1:1\" }\n\
+             routes:\n  - { path: /client/, pool: signalr }\n",
+        )
+        .unwrap();
+        let rt = Runtime::compile(&cfg.service, Path::new("t.yaml"), None).unwrap();
+        let good = asrs_emulator::token::sign(
+            "k",
+            &asrs_emulator::token::audience("a.example", "chat"),
+            None,
+            std::time::Duration::from_secs(60),
+        );
+        let bearer = format!("Bearer {good}");
+        let cases = [
+            (
+                "POST",
+                "/client/negotiate?hub=chat",
+                Some(bearer.as_str()),
+                Ok(()),
+            ),
+            (
+                "POST",
+                "/client/negotiate?hub=chat",
+                None,
+                Err(Refusal::MissingToken),
+            ),
+            (
+                "GET",
+                "/client/?hub=other&id=1",
+                Some(&bearer),
+                Err(Refusal::InvalidToken),
+            ),
+            (
+                "POST",
+                "/client/negotiate?hub=chat",
+                Some("Bearer x.y.z"),
+                Err(Refusal::InvalidToken),
+            ),
+        ];
+        for (method, uri, auth, want) in cases {
+            let mut r = RequestHeader::build(method, uri.as_bytes(), None).unwrap();
+            if let Some(a) = auth {
+                r.insert_header("authorization", a).unwrap();
+            }
+            let mut sel = Selection::default();
+            assert_eq!(
+                select(&rt, &r, None, &mut sel),
+                want,
+                "{method} {uri} {auth:?}"
+            );
+            // A refused request has its pool (for the access log) and no endpoint.
+            assert!(sel.pool.is_some());
+            assert_eq!(sel.endpoint.is_some(), want.is_ok());
+        }
+        // A CORS preflight never carries credentials: the instance answers it.
+        let mut preflight =
+            RequestHeader::build("OPTIONS", b"/client/negotiate?hub=chat", None).unwrap();
+        preflight
+            .insert_header("access-control-request-method", "POST")
+            .unwrap();
+        assert_eq!(
+            select(&rt, &preflight, None, &mut Selection::default()),
+            Ok(())
+        );
+        let plain_options = RequestHeader::build("OPTIONS", b"/client/?hub=chat", None).unwrap();
+        assert_eq!(
+            select(&rt, &plain_options, None, &mut Selection::default()),
+            Err(Refusal::MissingToken)
+        );
     }
 }

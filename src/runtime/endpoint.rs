@@ -9,6 +9,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 
 use super::health::{Health, ProbeTarget, Prober};
 use crate::config::{EndpointSpec, PoolConfig};
+use crate::signalr::token::TokenKey;
 use crate::signalr::Candidate;
 
 /// One upstream, ready for the request path.
@@ -28,6 +29,9 @@ pub struct Endpoint {
     pub health: Arc<Health>,
     /// Active probe, if the pool has health checks.
     pub prober: Option<Arc<Prober>>,
+    /// The AccessKey its tokens are signed with (from a connection string), kept even while
+    /// the pool does not verify tokens: a later reload may turn that on and retire this one.
+    pub token_key: Option<TokenKey>,
     peer: HttpPeer,
 }
 
@@ -88,6 +92,7 @@ impl Endpoint {
             tls: spec.tls,
             health: Arc::new(Health::default()),
             prober,
+            token_key: spec.access_key.as_deref().map(TokenKey::new),
             peer,
         })
     }

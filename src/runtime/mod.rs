@@ -1,8 +1,10 @@
-//! What the request path reads: the compiled generation (routes, pools, endpoints with their
-//! health, trusted proxies, listener certificates), swapped as a whole behind an `ArcSwap` so a
-//! request sees one consistent generation, and the process phase (`drain`).
+//! What the request path reads: the compiled generation (routes, pools with their token gates,
+//! endpoints with their health and keys, trusted proxies, listener certificates), swapped as a
+//! whole behind an `ArcSwap` so a request sees one consistent generation, and the process phase
+//! (`drain`).
 //!
-//! Built from `config`'s [`ServiceConfig`] only; uses `signalr` for the rule chain.
+//! Built from `config`'s [`ServiceConfig`] only; uses `signalr` for the rule chain and token
+//! verification.
 
 pub(crate) mod drain;
 mod endpoint;
@@ -11,6 +13,7 @@ pub mod limits;
 mod pool;
 mod routes;
 mod tls;
+mod tokens;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use limits::ClientRate;
 pub use pool::Pool;
 use routes::RouteTable;
 use tls::load_certified_key;
+pub use tokens::TokenRefusal;
 
 /// One compiled configuration.
 #[derive(Debug)]

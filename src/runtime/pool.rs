@@ -1,9 +1,11 @@
-//! A compiled pool: its endpoints, the ones a reload retired, and the rule chain over them.
+//! A compiled pool: its endpoints, the ones a reload retired, the rule chain over them, and
+//! its token gate.
 
 use std::sync::Arc;
 
 use super::endpoint::Endpoint;
 use super::tls::load_ca_file;
+use super::tokens::{TokenGate, TokenRefusal};
 use crate::config::{HostHeader, PathError, PoolConfig, PoolKind};
 use crate::signalr::{Affinity, AffinityInput, Rule};
 
@@ -23,6 +25,8 @@ pub struct Pool {
     /// What `Host` goes upstream.
     pub host_header: HostHeader,
     affinity: Affinity,
+    /// Verifies access tokens, when the pool asks for it.
+    pub(super) tokens: Option<TokenGate>,
 }
 
 impl Pool {
@@ -59,6 +63,7 @@ impl Pool {
                 .collect()
         });
         let names: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
+        let tokens = TokenGate::compile(name, cfg, &endpoints);
         Ok(Pool {
             name: name.to_string(),
             kind: cfg.kind,
@@ -66,7 +71,26 @@ impl Pool {
             endpoints,
             retired,
             host_header: cfg.host_header,
+            tokens,
         })
+    }
+
+    /// Checks the access token `input` carries, when the pool verifies tokens; `query` is the
+    /// request's (its `hub` must be the token's).
+    pub fn check_token(
+        &self,
+        input: &AffinityInput<'_>,
+        query: Option<&str>,
+    ) -> Result<(), TokenRefusal> {
+        match &self.tokens {
+            None => Ok(()),
+            Some(gate) => gate.check(
+                input.token.as_deref(),
+                query,
+                &self.endpoints,
+                &self.retired,
+            ),
+        }
     }
 
     /// The endpoint of a request and the rule that chose it, or `None` when none is healthy.

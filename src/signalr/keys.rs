@@ -1,7 +1,8 @@
 //! Pure functions from a request's parts to the keys that choose its SignalR instance.
 //!
-//! Nothing here verifies a token: the instance does that. The edge only reads where the token
-//! says it is valid (`aud`) and uses stable parts of the request as hash keys.
+//! Nothing here verifies a token (that is `token`'s job, where a pool asks for it): the rules
+//! only read where the token says it is valid (`aud`) and use stable parts of the request as
+//! hash keys.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -167,7 +168,7 @@ fn plain_audience(json: &[u8]) -> Option<&str> {
 }
 
 /// The host of an absolute `scheme://host[:port]/...` URL.
-fn url_host(url: &str) -> Option<&str> {
+pub(super) fn url_host(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split(['/', '?', '#']).next()?;
     let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);

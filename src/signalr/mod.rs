@@ -1,10 +1,12 @@
 //! SignalR knowledge, free of Pingora and of the config file: the keys a request carries
-//! (`keys`), the rule chain that turns them into an instance (`rules`) and the hash ring over
-//! endpoint names (`ring`). Depends on nothing else in the crate.
+//! (`keys`), the rule chain that turns them into an instance (`rules`), the hash ring over
+//! endpoint names (`ring`) and access-token verification (`token`). Depends on nothing else in
+//! the crate.
 
 pub mod keys;
 mod ring;
 mod rules;
+pub mod token;
 
 pub use keys::AffinityInput;
 pub use ring::Ring;

@@ -22,7 +22,7 @@ pub use client::ws::ws_whoami;
 pub use client::{http, Client, Error, Target, Transport};
 pub use config::{
     ClientLimits, EdgeConfig, Endpoint, HealthCheck, Limits, Listener, Pool, Route, Server,
-    Timeouts,
+    Timeouts, Tokens,
 };
 pub use edge::Edge;
 pub use emulator::{addr_of, app_server, emulator, endpoint_of, instance, signalr_pool, token};

@@ -14,7 +14,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
 pub use limits::{ClientLimits, Limits};
-pub use pool::{Endpoint, HealthCheck, Pool, Timeouts};
+pub use pool::{Endpoint, HealthCheck, Pool, Timeouts, Tokens};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Serialize)]

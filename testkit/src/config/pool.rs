@@ -35,6 +35,9 @@ pub struct Pool {
     /// Upstream TLS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+    /// Access-token verification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Tokens>,
 }
 
 impl Pool {
@@ -48,6 +51,7 @@ impl Pool {
             health_check: None,
             timeouts: None,
             tls: None,
+            tokens: None,
         }
     }
 
@@ -94,6 +98,12 @@ impl Pool {
     /// Trusts the CAs in this PEM file for the upstreams' certificates.
     pub fn ca_file(mut self, path: &Path) -> Pool {
         self.tls.get_or_insert_with(UpstreamTls::default).ca_file = Some(path.to_path_buf());
+        self
+    }
+
+    /// Sets the access-token verification (`Tokens::verify()` turns it on).
+    pub fn tokens(mut self, tokens: Tokens) -> Pool {
+        self.tokens = Some(tokens);
         self
     }
 
@@ -226,6 +236,45 @@ impl HealthCheck {
     /// Failures that make an endpoint unhealthy.
     pub fn unhealthy_threshold(mut self, n: usize) -> HealthCheck {
         self.unhealthy_threshold = Some(n);
+        self
+    }
+}
+
+/// Access-token verification; unset options keep the edge's defaults.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Tokens {
+    /// Verify tokens at the edge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<bool>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_skew: Option<String>,
+    /// Audience hosts accepted besides the endpoints'.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// Verified tokens remembered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_size: Option<usize>,
+}
+
+impl Tokens {
+    /// Verification on, with the edge's defaults.
+    pub fn verify() -> Tokens {
+        Tokens {
+            verify: Some(true),
+            ..Tokens::default()
+        }
+    }
+
+    /// Also accepts tokens naming `host` (signed with any key of the pool).
+    pub fn audience(mut self, host: &str) -> Tokens {
+        self.audiences.push(host.to_string());
+        self
+    }
+
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub fn clock_skew(mut self, d: Duration) -> Tokens {
+        self.clock_skew = Some(text(d));
         self
     }
 }
