@@ -69,6 +69,7 @@ pub fn check(f: File) -> Result<Config, PathError> {
     };
     let service = ServiceConfig {
         trusted_proxies: f.trusted_proxies,
+        forwarding: f.forwarding,
         pools,
         routes: f.routes,
         listener_connections: f
@@ -102,6 +103,17 @@ fn check_routes(f: &File) -> Result<(), PathError> {
         if let Some(n) = r.max_in_flight {
             check_range(&format!("{path}.max_in_flight"), n, 1, MAX_COUNT)?;
         }
+        if !is_normal_prefix(&r.path.0) {
+            return Err(PathError::new(
+                format!("{path}.path"),
+                format!(
+                    "{:?} never matches: requests are routed on their normalised path, which has \
+                     no `.` or `..` segment, `//`, `\\`, `?` or escape of a letter, digit or `-._~`, \
+                     and upper-case hex in escapes",
+                    r.path.0
+                ),
+            ));
+        }
         let mut methods = Vec::new();
         if let Some(ms) = &r.methods {
             if ms.is_empty() {
@@ -121,6 +133,44 @@ fn check_routes(f: &File) -> Result<(), PathError> {
         }
     }
     Ok(())
+}
+
+/// Whether a route prefix is in the form request paths are normalised to (`proxy::path`), which
+/// is the only form a normalised path can start with.
+fn is_normal_prefix(p: &str) -> bool {
+    let segments: Vec<&str> = p.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, s) in segments.iter().enumerate() {
+        // Only the last segment may be empty: the prefix's trailing slash.
+        if (s.is_empty() && i != last) || matches!(s.split(';').next(), Some("." | "..")) {
+            return false;
+        }
+    }
+    let b = p.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'\\' | b'?' => return false,
+            b'%' => {
+                let upper_hex = |j: usize| {
+                    b.get(j).and_then(|&d| {
+                        char::from(d)
+                            .to_digit(16)
+                            .filter(|_| !d.is_ascii_lowercase())
+                    })
+                };
+                let (Some(hi), Some(lo)) = (upper_hex(i + 1), upper_hex(i + 2)) else {
+                    return false;
+                };
+                // Normalisation decodes these, or refuses them.
+                let byte = (hi << 4 | lo) as u8;
+                if byte.is_ascii_alphanumeric() || b"-._~/\\\0".contains(&byte) {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Reads one endpoint entry; `path` is its key path, for errors.

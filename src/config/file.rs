@@ -25,6 +25,9 @@ pub struct File {
     /// Peers whose `X-Forwarded-For` is believed (addresses or CIDR blocks).
     #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,
+    /// Forwarding headers set from the client connection besides `X-Forwarded-*`.
+    #[serde(default)]
+    pub forwarding: Forwarding,
     /// Upstream pools by name.
     pub pools: BTreeMap<String, Pool>,
     /// Routes, matched by host and longest path prefix.
@@ -55,6 +58,17 @@ impl Default for AdminSection {
             listen: Address(DEFAULT_ADMIN_LISTEN),
         }
     }
+}
+
+/// Forwarding headers the edge sets on request of the operator. `Forwarded` and `X-Real-IP`
+/// from peers that are not trusted proxies are removed either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Forwarding {
+    /// Set `X-Real-IP` to the client address.
+    pub x_real_ip: bool,
+    /// Add an RFC 7239 `Forwarded` element (`for`, `proto`, `host`) for the client connection.
+    pub forwarded: bool,
 }
 
 /// Pingora's own server settings, with defaults that suit an edge daemon. All of them shape the

@@ -120,6 +120,24 @@ fn every_error_names_its_key_path() {
             "start with '/'",
         ),
         (
+            "{ path: /client/, pool: signalr }",
+            "{ path: /x/../client/, pool: signalr }",
+            "routes[0].path",
+            "never matches",
+        ),
+        (
+            "{ path: /client/, pool: signalr }",
+            "{ path: \"/%63lient/\", pool: signalr }",
+            "routes[0].path",
+            "normalised",
+        ),
+        (
+            "trusted_proxies: [10.0.0.0/8]",
+            "forwarding: { x_real_ip: yes please }",
+            "forwarding.x_real_ip",
+            "",
+        ),
+        (
             "methods: [GET, POST]",
             "methods: [GET, \"P O\"]",
             "routes[1].methods[1]",
@@ -317,4 +335,15 @@ fn tokens_are_off_by_default_and_their_settings_bounded() {
         1,
     );
     assert_eq!(parse_str(&app).unwrap_err().path, "pools.app.tokens");
+}
+
+#[test]
+fn forwarding_headers_are_off_unless_asked() {
+    let f = parse_str(GOOD).unwrap().service.forwarding;
+    assert!(!f.x_real_ip && !f.forwarded);
+    let c = parse_str(&format!(
+        "{GOOD}forwarding: {{ x_real_ip: true, forwarded: true }}\n"
+    ));
+    let f = c.unwrap().service.forwarding;
+    assert!(f.x_real_ip && f.forwarded);
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::file::{HealthCheck, HostHeader, ListenerTls, PoolKind, Route};
+use super::file::{Forwarding, HealthCheck, HostHeader, ListenerTls, PoolKind, Route};
 use super::file::{ServerSection, Timeouts, Tokens, UpstreamTls};
 use super::limits::Limits;
 use super::values::Address;
@@ -50,6 +50,8 @@ pub struct ListenerSocket {
 pub struct ServiceConfig {
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Forwarding headers to set.
+    pub forwarding: Forwarding,
     /// Pools by name.
     pub pools: BTreeMap<String, PoolConfig>,
     /// Routes in file order.

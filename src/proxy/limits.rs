@@ -110,6 +110,7 @@ mod tests {
 
     fn req(path: &str, length: Option<&str>) -> RequestHeader {
         let mut r = RequestHeader::build("POST", path.as_bytes(), None).unwrap();
+        r.insert_header("host", "edge").unwrap();
         if let Some(l) = length {
             r.insert_header("content-length", l).unwrap();
         }
@@ -158,7 +159,8 @@ mod tests {
     #[test]
     fn client_rate_counts_every_request_even_unrouted() {
         let rt = runtime("limits: { per_client: { requests: 3, interval: 1h } }");
-        let miss = RequestHeader::build("GET", b"/", None).unwrap();
+        let mut miss = RequestHeader::build("GET", b"/", None).unwrap();
+        miss.insert_header("host", "edge").unwrap();
         for _ in 0..3 {
             assert!(check(&rt, &miss, "192.0.2.9").is_ok());
         }

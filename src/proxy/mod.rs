@@ -1,5 +1,6 @@
 //! The request path: the `ProxyHttp` hooks (thin glue, in the order Pingora calls them), the
-//! per-request decision (`selection`), forwarding headers (`forwarded`) and the access log.
+//! per-request decision (`selection`, after the request hygiene of `target` and `path`),
+//! forwarding headers (`forwarded`) and the access log.
 //!
 //! Reads `runtime` (one `ArcSwap` load per request) and `signalr`; nothing here parses config.
 
@@ -9,6 +10,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::HOST;
+use http::HeaderValue;
 use log::info;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -20,8 +22,10 @@ mod access_log;
 pub mod connection;
 mod forwarded;
 pub mod limits;
+mod path;
 pub mod refusal;
 pub mod selection;
+mod target;
 
 use crate::config::HostHeader;
 use crate::runtime::drain::Drain;
@@ -188,37 +192,38 @@ impl ProxyHttp for EdgeProxy {
         let (Some(pool), Some(ep)) = (&ctx.sel.pool, &ctx.sel.endpoint) else {
             return Ok(());
         };
-        let original_host = upstream
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| session.req_header().uri.host())
-            .map(str::to_owned);
-        if pool.host_header == HostHeader::Endpoint {
-            upstream.insert_header(HOST, ep.authority.clone())?;
+        // Forward what was routed: the normalised origin-form target.
+        if let Some(target) = &ctx.sel.rewrite {
+            upstream.set_raw_path(target.as_bytes())?;
         }
-        if let Some(peer) = ctx.sel.client.peer_ip {
-            let existing = upstream
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok());
-            let xff = forwarded::forwarded_for(peer, existing, ctx.sel.client.peer_trusted);
-            upstream.insert_header("x-forwarded-for", xff)?;
-        }
-        let trusted = ctx.sel.client.peer_trusted;
-        if !(trusted && upstream.headers.contains_key("x-forwarded-proto")) {
-            let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-            upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-        }
-        if !(trusted && upstream.headers.contains_key("x-forwarded-host")) {
-            match original_host {
-                Some(h) => upstream.insert_header("x-forwarded-host", h)?,
-                None => {
-                    upstream.remove_header("x-forwarded-host");
+        let authority = target::authority(session.req_header());
+        match pool.host_header {
+            HostHeader::Endpoint => upstream.insert_header(HOST, ep.authority.clone())?,
+            // The routed authority: an absolute-form target's wins over `Host` (RFC 9112 3.2.2).
+            HostHeader::Preserve => match authority {
+                Some(a)
+                    if upstream.headers.get(HOST).map(HeaderValue::as_bytes)
+                        != Some(a.as_bytes()) =>
+                {
+                    upstream.insert_header(HOST, a)?
                 }
-            }
+                _ => {}
+            },
         }
-        Ok(())
+        let client = &ctx.sel.client;
+        let hop = forwarded::Hop {
+            peer: client.peer_ip,
+            peer_trusted: client.peer_trusted,
+            client: client.client_ip,
+            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+            host: authority,
+        };
+        let opts = ctx
+            .runtime
+            .as_ref()
+            .map(|r| r.forwarding)
+            .unwrap_or_default();
+        forwarded::apply(upstream, &hop, opts)
     }
 
     fn upgraded_tunnel(&self, _session: &Session, _ctx: &RequestCtx) -> bool {

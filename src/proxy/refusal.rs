@@ -34,11 +34,21 @@ pub enum Refusal {
     MissingToken,
     /// The pool verifies tokens and the request's does not verify.
     InvalidToken,
+    /// The path cannot be normalised safely (`..` above the root, `%2F`, `%00`, a bad escape).
+    BadPath,
+    /// An HTTP/1.1 request without `Host`.
+    MissingHost,
+    /// An empty or invalid `Host`, or more than one.
+    BadHost,
+    /// A request target that is neither origin-form nor an http(s) absolute-form URL.
+    BadTarget,
+    /// A method longer than the edge accepts.
+    BadMethod,
 }
 
 impl Refusal {
     /// Every reason, in counter order.
-    pub const ALL: [Refusal; 12] = [
+    pub const ALL: [Refusal; 17] = [
         Refusal::NoRoute,
         Refusal::NoHealthyEndpoint,
         Refusal::ClientConnections,
@@ -51,6 +61,11 @@ impl Refusal {
         Refusal::ListenerFull,
         Refusal::MissingToken,
         Refusal::InvalidToken,
+        Refusal::BadPath,
+        Refusal::MissingHost,
+        Refusal::BadHost,
+        Refusal::BadTarget,
+        Refusal::BadMethod,
     ];
 
     /// The HTTP status of the answer.
@@ -67,6 +82,11 @@ impl Refusal {
             // Nothing is sent: the connection is closed at once.
             Refusal::ListenerFull => 503,
             Refusal::MissingToken | Refusal::InvalidToken => 401,
+            Refusal::BadPath
+            | Refusal::MissingHost
+            | Refusal::BadHost
+            | Refusal::BadTarget
+            | Refusal::BadMethod => 400,
         }
     }
 
@@ -96,6 +116,11 @@ impl Refusal {
             Refusal::ListenerFull => "listener_full",
             Refusal::MissingToken => "missing_token",
             Refusal::InvalidToken => "invalid_token",
+            Refusal::BadPath => "bad_path",
+            Refusal::MissingHost => "missing_host",
+            Refusal::BadHost => "bad_host",
+            Refusal::BadTarget => "bad_target",
+            Refusal::BadMethod => "bad_method",
         }
     }
 

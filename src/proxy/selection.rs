@@ -1,16 +1,18 @@
-//! The per-request decision, free of Pingora's session: route, pool, the pool's token check,
-//! endpoint and the rule that chose it, from the request header and the peer address. The proxy calls it once per request.
+//! The per-request decision, free of Pingora's session: hygiene (`target`), then route, pool,
+//! the pool's token check, endpoint and the rule that chose it, from the request header and the
+//! peer address. The proxy calls it once per request.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::header::{ACCESS_CONTROL_REQUEST_METHOD, AUTHORIZATION, HOST};
+use http::header::{ACCESS_CONTROL_REQUEST_METHOD, AUTHORIZATION};
 use http::Method;
 use log::debug;
 use pingora_http::RequestHeader;
 
 use super::forwarded;
 use super::refusal::Refusal;
+use super::target;
 use crate::runtime::{Endpoint, Pool, Runtime};
 use crate::signalr::{AffinityInput, Rule};
 
@@ -38,6 +40,9 @@ pub struct Selection {
     pub endpoint: Option<Arc<Endpoint>>,
     /// The rule that chose it.
     pub choice: Option<Rule>,
+    /// The origin-form target to send upstream instead of the client's: the normalised path
+    /// that was routed (see `target`).
+    pub rewrite: Option<String>,
 }
 
 impl Client {
@@ -66,16 +71,13 @@ pub fn select(
     sel: &mut Selection,
 ) -> Result<(), Refusal> {
     sel.client = Client::of(runtime, req, peer_ip);
-    let host = req
-        .headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host());
+    let target = target::check(req)?;
     let route = runtime
         .routes
-        .find(host, req.uri.path(), &req.method)
+        .find(target.authority, &target.path, &req.method)
         .ok_or(Refusal::NoRoute)?;
     sel.route = Some(route.index);
+    sel.rewrite = target.rewrite;
     let pool = runtime.pools.get(route.pool).ok_or(Refusal::NoRoute)?;
     let input = AffinityInput::new(
         req.uri.query(),
@@ -150,7 +152,7 @@ mod tests {
         assert_eq!(again.client.client_ip, ip("198.51.100.1"));
         // No route: 404, and the client is still known for the access log.
         let mut miss = Selection::default();
-        let r = req("/nowhere", &[]);
+        let r = req("/nowhere", &[("host", "edge")]);
         assert_eq!(
             select(&rt, &r, ip("10.0.0.1"), &mut miss),
             Err(Refusal::NoRoute)
@@ -203,6 +205,7 @@ mod tests {
         ];
         for (method, uri, auth, want) in cases {
             let mut r = RequestHeader::build(method, uri.as_bytes(), None).unwrap();
+            r.insert_header("host", "edge").unwrap();
             if let Some(a) = auth {
                 r.insert_header("authorization", a).unwrap();
             }
@@ -222,14 +225,38 @@ mod tests {
         preflight
             .insert_header("access-control-request-method", "POST")
             .unwrap();
+        preflight.insert_header("host", "edge").unwrap();
         assert_eq!(
             select(&rt, &preflight, None, &mut Selection::default()),
             Ok(())
         );
-        let plain_options = RequestHeader::build("OPTIONS", b"/client/?hub=chat", None).unwrap();
+        let mut plain_options =
+            RequestHeader::build("OPTIONS", b"/client/?hub=chat", None).unwrap();
+        plain_options.insert_header("host", "edge").unwrap();
         assert_eq!(
             select(&rt, &plain_options, None, &mut Selection::default()),
             Err(Refusal::MissingToken)
         );
+    }
+
+    #[test]
+    fn hygiene_comes_first_and_the_normalised_path_is_routed() {
+        let rt = runtime();
+        let ip = Some("192.0.2.1".parse::<IpAddr>().unwrap());
+        let mut sel = Selection::default();
+        let r = req("/client/../app/x?id=1", &[("host", "edge")]);
+        select(&rt, &r, ip, &mut sel).unwrap();
+        assert_eq!(sel.route, Some(1), "routed as /app/x");
+        assert_eq!(sel.rewrite.as_deref(), Some("/app/x?id=1"));
+        let mut sel = Selection::default();
+        let r = req("/client/negotiate", &[]);
+        assert_eq!(select(&rt, &r, ip, &mut sel), Err(Refusal::MissingHost));
+        assert!(
+            sel.client.client_ip.is_some(),
+            "the client is known for the access log"
+        );
+        let mut sel = Selection::default();
+        let r = req("/client/../../app/", &[("host", "edge")]);
+        assert_eq!(select(&rt, &r, ip, &mut sel), Err(Refusal::BadPath));
     }
 }

@@ -30,6 +30,8 @@ pub struct Changes {
     pub trusted_proxies_changed: bool,
     /// Whether a limit changes (`limits`, a listener's `max_connections`, a route's limits).
     pub limits_changed: bool,
+    /// Whether `forwarding` changes.
+    pub forwarding_changed: bool,
     /// `listeners[i]` whose certificate or key changes.
     pub certificates_changed: Vec<String>,
 }
@@ -105,6 +107,7 @@ impl Changes {
         c.limits_changed = old_cfg.limits != new_cfg.limits
             || old_cfg.listener_connections != new_cfg.listener_connections
             || route_limits_changed;
+        c.forwarding_changed = old_cfg.forwarding != new_cfg.forwarding;
         for (i, (o, n)) in old
             .listener_certs
             .iter()
@@ -168,6 +171,9 @@ impl fmt::Display for Changes {
         }
         if self.limits_changed {
             parts.push("limits changed".into());
+        }
+        if self.forwarding_changed {
+            parts.push("forwarding changed".into());
         }
         f.write_str(&parts.join("; "))
     }

@@ -23,7 +23,7 @@ use ipnet::IpNet;
 
 use pingora_core::tls::sign::CertifiedKey;
 
-use crate::config::{Config, ConfigError, Limits, PathError, ServiceConfig};
+use crate::config::{Config, ConfigError, Forwarding, Limits, PathError, ServiceConfig};
 pub use endpoint::Endpoint;
 use limits::ClientRate;
 pub use pool::Pool;
@@ -40,6 +40,8 @@ pub struct Runtime {
     pub pools: Vec<Arc<Pool>>,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Forwarding headers to set.
+    pub forwarding: Forwarding,
     /// Certificate and key of each listener (`None` for plain ones), by listener index.
     pub listener_certs: Vec<Option<Arc<CertifiedKey>>>,
     /// Connection cap of each listener, by listener index.
@@ -96,6 +98,7 @@ impl Runtime {
             routes,
             pools,
             trusted_proxies: config.trusted_proxies.clone(),
+            forwarding: config.forwarding,
             listener_certs,
             listener_connections: config.listener_connections.clone(),
             limits: config.limits.clone(),
