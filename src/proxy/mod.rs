@@ -106,6 +106,13 @@ impl ProxyHttp for EdgeProxy {
             // Pingora waits for the next request for ever unless told otherwise.
             session.set_keepalive(Some(idle_seconds(limits.idle_timeout)));
         }
+        // Requests a client sends before reading the answers get their answers in order, on
+        // the same connection (Pingora closes it otherwise, after an answer that said
+        // keep-alive). Not for upgrades: bytes after a WebSocket handshake belong to it.
+        let pipelining = !session.is_upgrade_req();
+        session
+            .downstream_session
+            .set_pipelining_enabled(pipelining);
         let peer_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
