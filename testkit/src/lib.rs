@@ -1,6 +1,7 @@
 //! Fixtures shared by signalr-edge's integration tests and benches: `signalr-edge` processes on
 //! ephemeral ports, emulated ASRS instances, a typed builder for the edge's YAML file, test
-//! certificates, and one SignalR client for WebSockets, Server-Sent Events and long polling.
+//! certificates, one SignalR client for WebSockets, Server-Sent Events and long polling, and
+//! raw HTTP/1.1 probes with a recording upstream (`raw`).
 //! Everything runs on 127.0.0.1 and is stopped or removed on drop.
 //!
 //! The edge binary is found next to the running test or bench (see [`process::edge_binary`]):
@@ -14,6 +15,7 @@ pub mod config;
 pub mod edge;
 pub mod emulator;
 pub mod process;
+pub mod raw;
 pub mod site;
 
 pub use certs::{test_pki, TestPki};

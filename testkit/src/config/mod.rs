@@ -30,6 +30,9 @@ pub struct EdgeConfig {
     /// Peers whose `X-Forwarded-For` is believed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<String>,
+    /// Forwarding headers the edge sets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarding: Option<Forwarding>,
     /// Pools in the order they were added (a map in the file).
     #[serde(serialize_with = "pools_by_name")]
     pub pools: Vec<Pool>,
@@ -113,6 +116,15 @@ impl Listener {
         });
         self
     }
+}
+
+/// The `forwarding` section: headers set from the client connection.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Forwarding {
+    /// Set `X-Real-IP`.
+    pub x_real_ip: bool,
+    /// Add a `Forwarded` element.
+    pub forwarded: bool,
 }
 
 /// The `admin` section.
@@ -204,6 +216,15 @@ impl EdgeConfig {
     /// Believes `X-Forwarded-For` from `net` (an address or CIDR block).
     pub fn trusted_proxy(mut self, net: &str) -> EdgeConfig {
         self.trusted_proxies.push(net.to_string());
+        self
+    }
+
+    /// Sets `X-Real-IP` and adds a `Forwarded` element, as asked.
+    pub fn forwarding(mut self, x_real_ip: bool, forwarded: bool) -> EdgeConfig {
+        self.forwarding = Some(Forwarding {
+            x_real_ip,
+            forwarded,
+        });
         self
     }
 
