@@ -347,3 +347,34 @@ fn forwarding_headers_are_off_unless_asked() {
     let f = c.unwrap().service.forwarding;
     assert!(f.x_real_ip && f.forwarded);
 }
+
+#[test]
+fn route_paths_must_be_in_normal_form() {
+    let with =
+        |p: &str| parse_str(&GOOD.replacen("path: /client/,", &format!("path: \"{p}\","), 1));
+    for ok in [
+        "/client/",
+        "/client",
+        "/",
+        "/a%20b/",
+        "/a;v=1/",
+        "/%C3%A9t%C3%A9/",
+        "/a.b/..c",
+    ] {
+        assert!(with(ok).is_ok(), "{ok}: {:?}", with(ok));
+    }
+    for bad in [
+        "/a/../b",
+        "/a/./",
+        "//a",
+        "/a//b",
+        "/a\\\\b",
+        "/%63lient/",
+        "/a%2fb",
+        "/%e9",
+        "/a?x",
+    ] {
+        let e = with(bad).unwrap_err();
+        assert_eq!(e.path, "routes[0].path", "{bad}");
+    }
+}
