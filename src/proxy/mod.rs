@@ -207,15 +207,12 @@ impl ProxyHttp for EdgeProxy {
         match pool.host_header {
             HostHeader::Endpoint => upstream.insert_header(HOST, ep.authority.clone())?,
             // The routed authority: an absolute-form target's wins over `Host` (RFC 9112 3.2.2).
-            HostHeader::Preserve => match authority {
-                Some(a)
-                    if upstream.headers.get(HOST).map(HeaderValue::as_bytes)
-                        != Some(a.as_bytes()) =>
-                {
-                    upstream.insert_header(HOST, a)?
+            HostHeader::Preserve => {
+                let current = upstream.headers.get(HOST).map(HeaderValue::as_bytes);
+                if let Some(a) = authority.filter(|a| current != Some(a.as_bytes())) {
+                    upstream.insert_header(HOST, a)?;
                 }
-                _ => {}
-            },
+            }
         }
         let client = &ctx.sel.client;
         let hop = forwarded::Hop {
