@@ -1,29 +1,21 @@
-//! The access log line, with secrets redacted.
+//! The access log line: one per request, with secrets redacted and request fields escaped
+//! (`redact`), so a line always parses the same way whatever the client sent.
 
-use std::borrow::Cow;
+use pingora_http::RequestHeader;
 
-use crate::signalr::keys::ACCESS_TOKEN_PARAM;
+use super::redact::{escape, log_target};
 
 /// The log target of access lines (`RUST_LOG=access=info`).
 pub const TARGET: &str = "access";
 
-/// Query parameters whose values are credentials: the access token (SSE and long polling send
-/// it in the query) and the connection token, which lets its holder act as that connection.
-const SECRET_PARAMS: [&str; 2] = [ACCESS_TOKEN_PARAM, "id"];
-
-/// The query string with the values of credential parameters replaced by `<redacted>`.
-pub fn redact_query(query: &str) -> Cow<'_, str> {
-    if !query.split('&').any(|p| secret_name(p).is_some()) {
-        return Cow::Borrowed(query);
-    }
-    let parts: Vec<Cow<'_, str>> = query
-        .split('&')
-        .map(|p| match secret_name(p) {
-            Some(name) => Cow::Owned(format!("{name}=<redacted>")),
-            None => Cow::Borrowed(p),
-        })
-        .collect();
-    Cow::Owned(parts.join("&"))
+/// `METHOD TARGET` of a request as the access log and Pingora's error lines show it: the
+/// target as received, credentials redacted, quotes and control bytes escaped.
+pub fn request_line(req: &RequestHeader) -> String {
+    format!(
+        "{} {}",
+        escape(req.method.as_str().as_bytes()),
+        log_target(req.raw_path())
+    )
 }
 
 /// The access line of a request whose header the edge refused before reading it whole (too
@@ -38,25 +30,18 @@ pub fn header_refused(client: Option<std::net::IpAddr>, refusal: super::refusal:
     );
 }
 
-/// The parameter's name, if it is one of `SECRET_PARAMS`.
-fn secret_name(pair: &str) -> Option<&'static str> {
-    let name = pair.split_once('=').map_or(pair, |(k, _)| k);
-    SECRET_PARAMS.into_iter().find(|s| *s == name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn tokens_are_redacted() {
-        assert_eq!(redact_query("hub=a&ids=b"), "hub=a&ids=b");
-        assert_eq!(redact_query("hub=a&id=b"), "hub=a&id=<redacted>");
+    fn request_line_is_redacted_and_escaped() {
+        let req = RequestHeader::build("GET", b"/p\"x?access_token=t&id=c&hub=h", None).unwrap();
         assert_eq!(
-            redact_query("hub=a&access_token=eyJ.secret.sig&id=b"),
-            "hub=a&access_token=<redacted>&id=<redacted>"
+            request_line(&req),
+            r#"GET /p\"x?access_token=<redacted>&id=<redacted>&hub=h"#
         );
-        assert_eq!(redact_query("access_token"), "access_token=<redacted>");
-        assert_eq!(redact_query("access_tokens=x"), "access_tokens=x");
+        let req = RequestHeader::build("GET", b"/a\xff", None).unwrap();
+        assert_eq!(request_line(&req), r"GET /a\xff");
     }
 }

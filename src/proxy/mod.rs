@@ -23,6 +23,7 @@ pub mod connection;
 mod forwarded;
 pub mod limits;
 mod path;
+mod redact;
 pub mod refusal;
 pub mod selection;
 mod target;
@@ -31,7 +32,7 @@ use crate::config::HostHeader;
 use crate::runtime::drain::Drain;
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::signalr::Rule;
-use access_log::redact_query;
+use access_log::request_line;
 use connection::{idle_seconds, OverClientConnections};
 use limits::{admit, retry_after, BodyCount};
 use refusal::Refusal;
@@ -242,20 +243,15 @@ impl ProxyHttp for EdgeProxy {
             return;
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let req = session.req_header();
-        let query = req.uri.query().map(redact_query);
         let sel = &ctx.sel;
         let route = sel
             .route
             .map_or_else(|| "-".to_string(), |i| format!("routes[{i}]"));
         info!(
             target: access_log::TARGET,
-            "{} \"{} {}{}{}\" {} route={} pool={} endpoint={} rule={} ms={:.1}{}{}{}{}",
+            "{} \"{}\" {} route={} pool={} endpoint={} rule={} ms={:.1}{}{}{}{}",
             sel.client.client_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-            req.method,
-            req.uri.path(),
-            if query.is_some() { "?" } else { "" },
-            query.as_deref().unwrap_or(""),
+            request_line(session.req_header()),
             status,
             route,
             sel.pool.as_ref().map_or("-", |p| p.name.as_str()),
@@ -270,12 +266,8 @@ impl ProxyHttp for EdgeProxy {
     }
 
     fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
-        // Pingora's default prints the whole URI, which may carry an access token.
-        let req = session.req_header();
-        match req.uri.query() {
-            Some(q) => format!("{} {}?{}", req.method, req.uri.path(), redact_query(q)),
-            None => format!("{} {}", req.method, req.uri.path()),
-        }
+        // Pingora's default prints the whole URI, which may carry an access token, unescaped.
+        request_line(session.req_header())
     }
 }
 

@@ -47,6 +47,15 @@ impl std::fmt::Display for LogSafeRequest<'_> {
     }
 }
 
+/// Header names for log lines, without their values (cookies, tokens).
+pub struct LogSafeHeaderNames<'a>(pub &'a http::HeaderMap);
+
+impl std::fmt::Display for LogSafeHeaderNames<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
 /// The Pingora server name string
 pub const SERVER_NAME: &[u8; 7] = b"Pingora";
 
@@ -76,11 +85,15 @@ impl std::fmt::Debug for HttpTask {
         }
         match self {
             HttpTask::Header(h, end) => {
-                write!(f, "Header({} {:?}, {end})", h.status, h.headers.keys())
+                let names = LogSafeHeaderNames(&h.headers);
+                write!(f, "Header({} {names}, {end})", h.status)
             }
             HttpTask::Body(b, end) => write!(f, "Body({}, {end})", size(b)),
             HttpTask::UpgradedBody(b, end) => write!(f, "UpgradedBody({}, {end})", size(b)),
-            HttpTask::Trailer(t) => write!(f, "Trailer({:?})", t.as_ref().map(|t| t.keys())),
+            HttpTask::Trailer(t) => match t {
+                Some(t) => write!(f, "Trailer({})", LogSafeHeaderNames(t)),
+                None => write!(f, "Trailer(None)"),
+            },
             HttpTask::Done => write!(f, "Done"),
             HttpTask::Failed(e) => write!(f, "Failed({e:?})"),
         }

@@ -593,10 +593,9 @@ impl BodyReader {
                         let body_buf = self.body_buf.as_ref().unwrap();
                         trace!(
                             "partial chunk payload, expecting_from_io: {}, \
-                                existing_buf_end {}, buf: {:?}",
+                                existing_buf_end {}",
                             expecting_from_io,
                             existing_buf_end,
-                            self.body_buf.as_ref().unwrap()[..existing_buf_end].escape_ascii()
                         );
 
                         // partial chunk payload, will read more
@@ -664,10 +663,7 @@ impl BodyReader {
                                 .body_buf
                                 .take()
                                 .expect("body buf exists once a chunk was parsed out of it");
-                            trace!(
-                                "last chunk size end buf {:?}",
-                                body_buf[..existing_buf_end].escape_ascii(),
-                            );
+                            trace!("last chunk size end buf {existing_buf_end} bytes");
                             body_buf.truncate(existing_buf_end);
                             self.body_buf = Some(body_buf.split_off(idx));
                         }
@@ -694,8 +690,8 @@ impl BodyReader {
                 match status {
                     httparse::Status::Complete((payload_index, chunk_size)) => {
                         trace!(
-                            "Got size {chunk_size}, payload_index: {payload_index}, chunk: {:?}",
-                            String::from_utf8_lossy(buf).escape_default(),
+                            "Got size {chunk_size}, payload_index: {payload_index}, buf: {} bytes",
+                            buf.len(),
                         );
                         let chunk_size = match usize::try_from(chunk_size) {
                             Ok(chunk_size) => chunk_size,
@@ -819,10 +815,7 @@ impl BodyReader {
             }
             Err(e) => {
                 let context = format!("Invalid chunked encoding: {e:?}");
-                debug!(
-                    "{context}, {:?}",
-                    String::from_utf8_lossy(buf).escape_default()
-                );
+                debug!("{context}, {} bytes", buf.len());
                 self.body_state = self.body_state.done(0);
                 Error::e_explain(INVALID_CHUNK, context)
             }
@@ -889,8 +882,8 @@ impl BodyReader {
 
                     let mut buf = &buf[start..n];
                     trace!(
-                        "Parsing chunk end for buf {:?}",
-                        String::from_utf8_lossy(buf).escape_default(),
+                        "Parsing chunk end for buf {} bytes",
+                        buf.len(),
                     );
 
                     if end_read == 0 {
@@ -923,16 +916,16 @@ impl BodyReader {
                     match Self::parse_trailers_end(&mut self.body_state, buf)? {
                         TrailersEndParseState::NotEnd(next_parse_index) => {
                             trace!(
-                                "Parsing chunk end for buf {:?}, resume at {next_parse_index}",
-                                String::from_utf8_lossy(buf).escape_default(),
+                                "Parsing chunk end for buf {} bytes, resume at {next_parse_index}",
+                                buf.len(),
                             );
 
                             start += next_parse_index;
                         }
                         TrailersEndParseState::Complete(end_idx) => {
                             trace!(
-                                "Parsing chunk end for buf {:?}, finished at {end_idx}",
-                                String::from_utf8_lossy(buf).escape_default(),
+                                "Parsing chunk end for buf {} bytes, finished at {end_idx}",
+                                buf.len(),
                             );
 
                             self.finish_body_buf(start + end_idx, n);
@@ -969,8 +962,8 @@ impl BodyReader {
                 // valid CRLF sequence, return to let caller seek for next CRLF
                 if end_read % 2 == 0 && buf[0] != CR && buf[0] != LF {
                     trace!(
-                        "parse trailers end {:?}, not CRLF sequence",
-                        String::from_utf8_lossy(buf).escape_default(),
+                        "parse trailers end {} bytes, not CRLF sequence",
+                        buf.len(),
                     );
                     *body_state = PS::ChunkedFinal(read, trailers_read + end_read, 0, 0);
                     return Ok(TrailersEndParseState::NotEnd(0));
@@ -998,8 +991,8 @@ impl BodyReader {
                 let finished = next_end_read == TRAILERS_END.len();
                 if finished {
                     trace!(
-                        "parse trailers end {:?}, complete {next_end_read}",
-                        String::from_utf8_lossy(buf).escape_default(),
+                        "parse trailers end {} bytes, complete {next_end_read}",
+                        buf.len(),
                     );
                     *body_state = PS::Complete(read);
                     Ok(TrailersEndParseState::Complete(next_parse_index))
@@ -1008,8 +1001,8 @@ impl BodyReader {
                     // or trailer end CRLF sequence so far is valid but we need more bytes
                     // to determine if more CRLF actually follows
                     trace!(
-                        "parse trailers end {:?}, resume at {next_parse_index}",
-                        String::from_utf8_lossy(buf).escape_default(),
+                        "parse trailers end {} bytes, resume at {next_parse_index}",
+                        buf.len(),
                     );
                     // unwrap safety for try_into() u8: next_end_read always <
                     // TRAILERS_END.len()

@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::body::{BodyReader, BodyWriter};
 use super::common::*;
-use crate::protocols::http::{HttpTask, LogSafeRequest};
+use crate::protocols::http::{HttpTask, LogSafeHeaderNames, LogSafeRequest};
 use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
 use crate::utils::{BufRef, KVRef};
 
@@ -358,7 +358,8 @@ impl HttpSession {
                     HeaderParseState::Invalid(e) => {
                         return self.fail_response_header_read(Error::because(
                             InvalidHTTPHeader,
-                            format!("buf: {}", self.response_header_read_buf.escape_ascii()),
+                            // The head's bytes stay out: they can carry cookies and tokens.
+                            format!("{} bytes", self.response_header_read_buf.len()),
                             e,
                         ));
                     }
@@ -833,14 +834,11 @@ impl HttpSession {
             let resp_header = self.read_resp_header_parts().await?;
             let end_of_body = self.is_body_done();
             debug!(
-                "Response header: {} {:?}",
+                "Response header: {} {}",
                 resp_header.status,
-                resp_header.headers.keys()
+                LogSafeHeaderNames(&resp_header.headers)
             );
-            trace!(
-                "Raw Response header: {:?}",
-                str::from_utf8(self.get_headers_raw()).unwrap()
-            );
+            trace!("Raw Response header: {} bytes", self.get_headers_raw().len());
             Ok(HttpTask::Header(resp_header, end_of_body))
         } else if self.is_body_done() {
             // no body
