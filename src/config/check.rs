@@ -5,11 +5,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use super::file::AdminSection;
 use super::file::{Endpoint, File, HealthCheck, HostHeader, Pool, PoolKind, Timeouts, Tokens};
 use super::limits::DEFAULT_LISTENER_CONNECTIONS;
 use super::limits::{check_body, check_limits, check_range, MAX_COUNT};
 use super::typed::{
-    Config, EndpointSpec, ListenerSocket, PoolConfig, ProcessConfig, ServiceConfig,
+    AdminTokenSource, Config, EndpointSpec, ListenerSocket, PoolConfig, ProcessConfig,
+    ServiceConfig,
 };
 use super::PathError;
 use crate::signalr::{Rule, DEFAULT_RULES};
@@ -54,6 +56,7 @@ pub fn check(f: File) -> Result<Config, PathError> {
     }
     check_routes(&f)?;
     check_limits(&f.limits)?;
+    let admin_token = f.admin.as_ref().map(admin_token).transpose()?.flatten();
     let process = ProcessConfig {
         server: f.server,
         listeners: f
@@ -68,6 +71,7 @@ pub fn check(f: File) -> Result<Config, PathError> {
         admin: f.admin.map(|a| a.listen),
     };
     let service = ServiceConfig {
+        admin_token,
         trusted_proxies: f.trusted_proxies,
         forwarding: f.forwarding,
         pools,
@@ -81,6 +85,19 @@ pub fn check(f: File) -> Result<Config, PathError> {
         limits: f.limits,
     };
     Ok(Config { process, service })
+}
+
+/// Where the admin token comes from: a file or an environment variable, not both.
+fn admin_token(a: &AdminSection) -> Result<Option<AdminTokenSource>, PathError> {
+    match (&a.token_file, &a.token_env) {
+        (Some(_), Some(_)) => Err(PathError::new(
+            "admin.token_env",
+            "give at most one of `token_file` and `token_env`",
+        )),
+        (Some(f), None) => Ok(Some(AdminTokenSource::File(f.clone()))),
+        (None, Some(e)) => Ok(Some(AdminTokenSource::Env(e.0.clone()))),
+        (None, None) => Ok(None),
+    }
 }
 
 fn check_routes(f: &File) -> Result<(), PathError> {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::connstr::ConnectionString;
 use super::limits::Limits;
-use super::values::{AbsPath, Address, EndpointUrl, HostName, Method};
+use super::values::{AbsPath, Address, EndpointUrl, EnvName, HostName, Method};
 use crate::signalr::Rule;
 
 /// The whole configuration file.
@@ -32,20 +32,36 @@ pub struct File {
     pub pools: BTreeMap<String, Pool>,
     /// Routes, matched by host and longest path prefix.
     pub routes: Vec<Route>,
-    /// The admin listener (reload, readiness, counters); off when the section is absent.
-    #[serde(default)]
+    /// The admin listener (reload, readiness, counters); off when the key is absent. `admin:`
+    /// with nothing under it is the default listener, like `admin: {}`.
+    #[serde(default, deserialize_with = "admin_or_default")]
     pub admin: Option<AdminSection>,
     /// What clients, connections and requests may hold (see `limits`).
     #[serde(default)]
     pub limits: Limits,
 }
 
+/// A present `admin` key is a listener even when YAML gives it no value (`admin:` is null):
+/// an operator who wrote the key meant one, and silently having none would be a surprise.
+fn admin_or_default<'de, D>(d: D) -> Result<Option<AdminSection>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Some(
+        Option::<AdminSection>::deserialize(d)?.unwrap_or_default(),
+    ))
+}
+
 /// The admin listener: `POST /reload`, `GET /readyz`, `GET /healthz`, `GET /status`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
-    /// `ip:port` to bind; loopback by default, because `POST /reload` needs no credentials.
+    /// `ip:port` to bind; loopback by default.
     pub listen: Address,
+    /// A file holding the bearer token that `/reload` and `/status` require (none: no token).
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding that token, instead of a file.
+    pub token_env: Option<EnvName>,
 }
 
 /// Where the admin listener binds when the section gives no address.
@@ -56,6 +72,8 @@ impl Default for AdminSection {
     fn default() -> Self {
         AdminSection {
             listen: Address(DEFAULT_ADMIN_LISTEN),
+            token_file: None,
+            token_env: None,
         }
     }
 }

@@ -21,7 +21,7 @@ pub use connstr::ConnectionString;
 pub use file::*;
 pub use limits::{ClientLimits, Limits, DEFAULT_LISTENER_CONNECTIONS};
 pub use typed::*;
-pub use values::{AbsPath, Address, EndpointUrl, HostName, Method};
+pub use values::{AbsPath, Address, EndpointUrl, EnvName, HostName, Method};
 
 /// A configuration error: the file, the key path inside it, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

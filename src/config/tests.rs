@@ -265,6 +265,16 @@ fn admin_section_is_off_unless_given_and_defaults_to_loopback() {
             "also a client listener",
         ),
         ("admin: { port: 1 }", "admin.port", "unknown field `port`"),
+        (
+            "admin: { token_file: /t, token_env: T }",
+            "admin.token_env",
+            "at most one of `token_file` and `token_env`",
+        ),
+        (
+            "admin: { token_env: \"A-B\" }",
+            "admin.token_env",
+            "not an environment variable name",
+        ),
     ];
     for (section, path, msg) in cases {
         let e = parse_str(&format!("{GOOD}{section}\n")).unwrap_err();
@@ -376,5 +386,47 @@ fn route_paths_must_be_in_normal_form() {
     ] {
         let e = with(bad).unwrap_err();
         assert_eq!(e.path, "routes[0].path", "{bad}");
+    }
+}
+
+#[test]
+fn admin_key_without_a_value_is_the_default_listener() {
+    for section in ["admin:", "admin: ~", "admin: null", "admin: {}"] {
+        let c = parse_str(&format!("{GOOD}{section}\n")).unwrap();
+        assert_eq!(
+            c.process.admin.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9901"),
+            "{section}"
+        );
+        assert_eq!(c.service.admin_token, None);
+        assert_eq!(c.admin_warning(), None, "loopback needs no token");
+    }
+}
+
+#[test]
+fn admin_token_source_is_reloadable_and_its_absence_beyond_loopback_warned() {
+    let c = parse_str(&format!("{GOOD}admin: {{ token_file: /run/t }}\n")).unwrap();
+    assert_eq!(
+        c.service.admin_token,
+        Some(AdminTokenSource::File("/run/t".into()))
+    );
+    let c = parse_str(&format!("{GOOD}admin: {{ token_env: EDGE_ADMIN_TOKEN }}\n")).unwrap();
+    assert_eq!(
+        c.service.admin_token,
+        Some(AdminTokenSource::Env("EDGE_ADMIN_TOKEN".into()))
+    );
+    for (section, warned) in [
+        ("admin: { listen: \"0.0.0.0:9901\" }", true),
+        ("admin: { listen: \"[::]:9901\" }", true),
+        ("admin: { listen: \"10.0.0.1:9901\" }", true),
+        ("admin: { listen: \"[::1]:9901\" }", false),
+        ("admin: { listen: \"0.0.0.0:9901\", token_env: T }", false),
+    ] {
+        let c = parse_str(&format!("{GOOD}{section}\n")).unwrap();
+        let w = c.admin_warning();
+        assert_eq!(w.is_some(), warned, "{section}: {w:?}");
+        if let Some(w) = w {
+            assert!(w.contains("without a token"), "{w}");
+        }
     }
 }

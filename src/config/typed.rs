@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -34,6 +35,21 @@ pub struct ProcessConfig {
     pub admin: Option<Address>,
 }
 
+impl Config {
+    /// A warning when the admin listener is reachable beyond loopback without a token: anyone
+    /// who can reach it could reload the file and read `/status`.
+    pub fn admin_warning(&self) -> Option<String> {
+        let listen = self.process.admin?;
+        if listen.0.ip().is_loopback() || self.service.admin_token.is_some() {
+            return None;
+        }
+        Some(format!(
+            "admin listener {listen} is reachable beyond loopback without a token: set \
+             admin.token_file or admin.token_env, or listen on 127.0.0.1"
+        ))
+    }
+}
+
 /// One listening socket, without its certificate (which a reload may rotate).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ListenerSocket {
@@ -48,6 +64,9 @@ pub struct ListenerSocket {
 /// What a reload swaps: compiled into a `runtime::Runtime`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
+    /// Where the admin listener's bearer token is read from, if it requires one. Read when a
+    /// generation is compiled, so a reload rotates it (the listener itself is process state).
+    pub admin_token: Option<AdminTokenSource>,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Forwarding headers to set.
@@ -62,6 +81,15 @@ pub struct ServiceConfig {
     pub listener_connections: Vec<usize>,
     /// Client, connection and request limits.
     pub limits: Limits,
+}
+
+/// Where the admin token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminTokenSource {
+    /// A file (`admin.token_file`).
+    File(PathBuf),
+    /// An environment variable (`admin.token_env`).
+    Env(String),
 }
 
 /// A pool with its defaults applied and its endpoints read.

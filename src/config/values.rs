@@ -98,6 +98,26 @@ impl<'de> Deserialize<'de> for AbsPath {
     }
 }
 
+/// The name of an environment variable: `[A-Za-z_][A-Za-z0-9_]*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvName(pub String);
+
+impl<'de> Deserialize<'de> for EnvName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_string(d, |n| {
+            let mut chars = n.chars();
+            let first_ok = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+            if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                Ok(EnvName(n.to_string()))
+            } else {
+                Err(format!("{n:?} is not an environment variable name"))
+            }
+        })
+    }
+}
+
 /// A host name to match, lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HostName(pub String);

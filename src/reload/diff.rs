@@ -34,6 +34,8 @@ pub struct Changes {
     pub forwarding_changed: bool,
     /// `listeners[i]` whose certificate or key changes.
     pub certificates_changed: Vec<String>,
+    /// Whether the admin listener's token is set, removed or replaced (never its value).
+    pub admin_token_changed: bool,
 }
 
 impl Changes {
@@ -108,6 +110,10 @@ impl Changes {
             || old_cfg.listener_connections != new_cfg.listener_connections
             || route_limits_changed;
         c.forwarding_changed = old_cfg.forwarding != new_cfg.forwarding;
+        c.admin_token_changed = match (&old.admin_token, &new.admin_token) {
+            (Some(o), Some(n)) => !o.same_as(n),
+            (o, n) => o.is_some() != n.is_some(),
+        };
         for (i, (o, n)) in old
             .listener_certs
             .iter()
@@ -174,6 +180,9 @@ impl fmt::Display for Changes {
         }
         if self.forwarding_changed {
             parts.push("forwarding changed".into());
+        }
+        if self.admin_token_changed {
+            parts.push("admin token changed".into());
         }
         f.write_str(&parts.join("; "))
     }

@@ -101,6 +101,11 @@ impl Reloader {
         &self.file
     }
 
+    /// The runtime serving new requests.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.state.load_full()
+    }
+
     /// The generation serving new requests.
     pub fn generation(&self) -> u64 {
         self.state.load().generation
@@ -146,6 +151,9 @@ impl Reloader {
                     );
                 }
                 info!("reload ({trigger}) ok: generation {generation} serves new connections ({millis} ms): {changes}");
+                if let Some(w) = current_config.admin_warning() {
+                    warn!("{w}");
+                }
                 Report {
                     ok: true,
                     trigger: trigger.to_string(),

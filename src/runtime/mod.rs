@@ -6,6 +6,7 @@
 //! Built from `config`'s [`ServiceConfig`] only; uses `signalr` for the rule chain and token
 //! verification.
 
+mod admin_token;
 pub(crate) mod drain;
 mod endpoint;
 mod health;
@@ -24,6 +25,7 @@ use ipnet::IpNet;
 use pingora_core::tls::sign::CertifiedKey;
 
 use crate::config::{Config, ConfigError, Forwarding, Limits, PathError, ServiceConfig};
+pub use admin_token::{AdminToken, MIN_TOKEN_CHARS};
 pub use endpoint::Endpoint;
 use limits::ClientRate;
 pub use pool::Pool;
@@ -50,6 +52,8 @@ pub struct Runtime {
     pub limits: Limits,
     /// Requests per client in the current window (kept by a reload that keeps the window).
     pub client_rate: Arc<ClientRate>,
+    /// The bearer token the admin listener requires, if any.
+    pub admin_token: Option<AdminToken>,
     /// 1 for the config loaded at start, one more for each successful reload.
     pub generation: u64,
 }
@@ -94,6 +98,10 @@ impl Runtime {
                 }
             });
         }
+        let admin_token = match &config.admin_token {
+            Some(source) => Some(AdminToken::load(source).map_err(|e| e.in_file(file))?),
+            None => None,
+        };
         Ok(Runtime {
             routes,
             pools,
@@ -103,6 +111,7 @@ impl Runtime {
             listener_connections: config.listener_connections.clone(),
             limits: config.limits.clone(),
             client_rate,
+            admin_token,
             generation: previous.map_or(1, |p| p.generation + 1),
         })
     }
