@@ -11,11 +11,12 @@
 # Under systemd (Type=forking, PIDFile=) run this as root: it joins the service's cgroup first,
 # so systemd adopts the new process through the pid file when the old main process exits.
 #
-# usage: upgrade.sh [-b BINARY] [-c CONFIG] [-p PIDFILE] [-a ADMIN_URL] [-w SECONDS]
+# usage: upgrade.sh [-b BINARY] [-c CONFIG] [-p PIDFILE] [-a ADMIN_URL] [-T TOKEN_FILE] [-w SECONDS]
 #   -b  the new binary (default: signalr-edge on PATH)
 #   -c  the configuration file (default: /etc/signalr-edge/signalr-edge.yaml)
 #   -p  server.pid_file of that configuration (default: /run/signalr-edge/signalr-edge.pid)
 #   -a  the admin listener, to wait for the new process's /readyz (e.g. http://127.0.0.1:9901)
+#   -T  the admin listener's token file (admin.token_file), when it has one
 #   -w  how long to wait for the old process to drain (default: 330; make it more than
 #       server.grace_period_seconds + 2)
 set -euo pipefail
@@ -24,20 +25,32 @@ bin=signalr-edge
 conf=/etc/signalr-edge/signalr-edge.yaml
 pidfile=/run/signalr-edge/signalr-edge.pid
 admin=
+token_file=
 wait_s=330
-while getopts "b:c:p:a:w:h" opt; do
+while getopts "b:c:p:a:T:w:h" opt; do
   case "$opt" in
     b) bin=$OPTARG ;;
     c) conf=$OPTARG ;;
     p) pidfile=$OPTARG ;;
     a) admin=$OPTARG ;;
+    T) token_file=$OPTARG ;;
     w) wait_s=$OPTARG ;;
-    *) sed -n '2,22p' "$0"; exit 2 ;;
+    *) sed -n '2,23p' "$0"; exit 2 ;;
   esac
 done
 
 say() { echo "upgrade: $*" >&2; }
 alive() { kill -0 "$1" 2>/dev/null; }
+# GET $admin$1, with the admin token when there is one: given to curl on stdin, so it never
+# shows on a command line (ps).
+admin_get() {
+  if [ -n "$token_file" ]; then
+    printf 'header = "Authorization: Bearer %s"\n' "$(tr -d ' \t\r\n' <"$token_file" | sed 's/[\\"]/\\&/g')" |
+      curl -fsS --config - "$admin$1"
+  else
+    curl -fsS "$admin$1"
+  fi
+}
 
 old=$(cat "$pidfile" 2>/dev/null || true)
 [[ "$old" =~ ^[0-9]+$ ]] && alive "$old" || { say "no running process in $pidfile"; exit 1; }
@@ -74,7 +87,7 @@ if [ -n "$admin" ]; then
   # Both processes answer on the admin socket for a moment: wait for the new one, ready.
   status=
   for _ in $(seq 1 100); do
-    status=$(curl -fsS "$admin/status" 2>/dev/null || true)
+    status=$(admin_get /status 2>/dev/null || true)
     [[ "$status" == *"\"pid\":$new,"* && "$status" == *'"ready":true'* ]] && break
     status=
     sleep 0.1

@@ -3,6 +3,7 @@
 //! may use every module below it, and none of them uses it.
 
 mod admin;
+mod admin_guard;
 mod connections;
 mod control;
 mod drain;

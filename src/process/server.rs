@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use log::info;
+use log::{info, warn};
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -140,6 +140,9 @@ pub fn build(
             l.address,
             if l.tls { " (TLS)" } else { "" }
         );
+    }
+    if let Some(w) = config.admin_warning() {
+        warn!("{w}");
     }
     let admin = process.admin.map(|a| a.to_string());
     let addresses = process

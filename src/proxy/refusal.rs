@@ -44,11 +44,19 @@ pub enum Refusal {
     BadTarget,
     /// A method longer than the edge accepts.
     BadMethod,
+    /// Admin listener: `Host` names neither the listener's address nor `localhost` (a page
+    /// reaching it through DNS rebinding would name its own host).
+    AdminWrongHost,
+    /// Admin listener: a token is required and the request has none, or another.
+    AdminUnauthorized,
+    /// Admin listener: a `POST` a browser could send cross-site (neither a JSON content type
+    /// nor an `X-Signalr-Edge` header, both of which need a CORS preflight it does not answer).
+    AdminCrossSite,
 }
 
 impl Refusal {
     /// Every reason, in counter order.
-    pub const ALL: [Refusal; 17] = [
+    pub const ALL: [Refusal; 20] = [
         Refusal::NoRoute,
         Refusal::NoHealthyEndpoint,
         Refusal::ClientConnections,
@@ -66,6 +74,9 @@ impl Refusal {
         Refusal::BadHost,
         Refusal::BadTarget,
         Refusal::BadMethod,
+        Refusal::AdminWrongHost,
+        Refusal::AdminUnauthorized,
+        Refusal::AdminCrossSite,
     ];
 
     /// The HTTP status of the answer.
@@ -87,6 +98,10 @@ impl Refusal {
             | Refusal::BadHost
             | Refusal::BadTarget
             | Refusal::BadMethod => 400,
+            // Misdirected Request: this server does not answer for that authority.
+            Refusal::AdminWrongHost => 421,
+            Refusal::AdminUnauthorized => 401,
+            Refusal::AdminCrossSite => 403,
         }
     }
 
@@ -121,6 +136,9 @@ impl Refusal {
             Refusal::BadHost => "bad_host",
             Refusal::BadTarget => "bad_target",
             Refusal::BadMethod => "bad_method",
+            Refusal::AdminWrongHost => "admin_wrong_host",
+            Refusal::AdminUnauthorized => "admin_unauthorized",
+            Refusal::AdminCrossSite => "admin_cross_site",
         }
     }
 

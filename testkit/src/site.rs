@@ -132,9 +132,15 @@ impl EdgeSite {
             .unwrap()
     }
 
-    /// `POST /reload`: the status code and the report.
+    /// `POST /reload`: the status code and the report. (The admin listener refuses a `POST`
+    /// without a JSON content type or this header, as a browser page would send it.)
     pub async fn reload(&self) -> (u16, serde_json::Value) {
-        let r = http().post(self.admin_url("/reload")).send().await.unwrap();
+        let r = http()
+            .post(self.admin_url("/reload"))
+            .header("x-signalr-edge", "1")
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
     }
 }

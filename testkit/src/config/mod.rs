@@ -132,6 +132,12 @@ pub struct Forwarding {
 pub struct Admin {
     /// `ip:port`.
     pub listen: String,
+    /// File holding the bearer token the listener requires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding that token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
 }
 
 /// One route.
@@ -205,11 +211,27 @@ impl EdgeConfig {
         self
     }
 
-    /// Turns the admin listener on at `listen` (`ip:port`).
+    /// Turns the admin listener on at `listen` (`ip:port`), keeping a token set before.
     pub fn admin(mut self, listen: impl ToString) -> EdgeConfig {
+        let (token_file, token_env) = self
+            .admin
+            .take()
+            .map_or((None, None), |a| (a.token_file, a.token_env));
         self.admin = Some(Admin {
             listen: listen.to_string(),
+            token_file,
+            token_env,
         });
+        self
+    }
+
+    /// Makes the admin listener (turned on first with `admin`) require the token in `file`.
+    pub fn admin_token_file(mut self, file: &Path) -> EdgeConfig {
+        let admin = self
+            .admin
+            .as_mut()
+            .expect("admin() before admin_token_file()");
+        admin.token_file = Some(file.to_path_buf());
         self
     }
 
