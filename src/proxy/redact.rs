@@ -30,7 +30,7 @@ pub fn log_target(raw: &[u8]) -> String {
         if i > 0 {
             out.push('/');
         }
-        if holds_jwt(&percent_decode(segment).collect::<Cow<'_, [u8]>>()) {
+        if holds_jwt(&Cow::from(percent_decode(segment))) {
             out.push_str(REDACTED);
         } else {
             escape_into(&mut out, segment);
@@ -60,7 +60,7 @@ fn redact_query_into(out: &mut String, query: &[u8]) {
         if holds_jwt(&decoded_name) {
             out.push_str(REDACTED);
         } else if is_secret_name(&decoded_name)
-            || value.is_some_and(|v| holds_jwt(&percent_decode(v).collect::<Cow<'_, [u8]>>()))
+            || value.is_some_and(|v| holds_jwt(&Cow::from(percent_decode(v))))
         {
             escape_into(out, name);
             out.push('=');
