@@ -210,7 +210,8 @@ async fn a_configured_token_is_required_and_rotates_by_reload() {
     }
 }
 
-/// `-t` reads the token like a start does, and names the key without showing the token.
+/// `-t` reads the token like a start does, names the key without showing the token, and warns
+/// about a listener beyond loopback without one.
 #[test]
 fn check_reads_the_token_and_names_the_key() {
     let dir = TempDir::new("admin-t");
@@ -239,6 +240,14 @@ fn check_reads_the_token_and_names_the_key() {
     let (ok, text) = check("{ token_file: /dev/zero }");
     assert!(
         !ok && text.contains("admin.token_file: /dev/zero: not a regular file"),
+        "{text}"
+    );
+    // A file that passes, on every address without a token: `-t` warns as a start would.
+    let (ok, text) = check("{ listen: \"0.0.0.0:1\" }");
+    assert!(
+        ok && text.contains(
+            "warning: admin listener 0.0.0.0:1 is reachable beyond loopback without a token"
+        ),
         "{text}"
     );
 }

@@ -53,7 +53,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.test || matches!(cli.command, Some(Command::Check)) {
         return match Runtime::load(&cli.conf, None) {
-            Ok(_) => {
+            Ok((config, _)) => {
+                if let Some(w) = config.admin_warning() {
+                    eprintln!("signalr-edge: warning: {w}");
+                }
                 println!(
                     "signalr-edge: configuration file {} test is successful",
                     cli.conf.display()
