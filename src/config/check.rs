@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use super::bounds;
 use super::file::AdminSection;
-use super::file::{Endpoint, File, HealthCheck, HostHeader, Pool, PoolKind, Timeouts, Tokens};
+use super::file::{Endpoint, File, HostHeader, Pool, PoolKind, Tokens};
 use super::limits::DEFAULT_LISTENER_CONNECTIONS;
 use super::limits::{check_body, check_limits, check_range, MAX_COUNT};
 use super::typed::{
@@ -18,9 +19,7 @@ use crate::signalr::{Rule, DEFAULT_RULES};
 
 /// Checks a parsed file and splits it into process and service settings.
 pub fn check(f: File) -> Result<Config, PathError> {
-    if f.server.threads == 0 {
-        return Err(PathError::new("server.threads", "must be at least 1"));
-    }
+    bounds::process(&f)?;
     if f.listeners.is_empty() {
         return Err(PathError::new(
             "listeners",
@@ -253,10 +252,7 @@ pub fn check_pool(name: &str, pool: &Pool) -> Result<PoolConfig, PathError> {
         endpoints.push(spec);
     }
     let rules = check_rules(&path, pool)?;
-    if let Some(hc) = &pool.health_check {
-        check_health(&format!("{path}.health_check"), hc)?;
-    }
-    check_timeouts(&path, &pool.timeouts)?;
+    bounds::pool(&path, pool)?;
     let tokens = check_tokens(&path, pool)?;
     Ok(PoolConfig {
         kind: pool.kind,
@@ -336,41 +332,4 @@ fn check_rules(path: &str, pool: &Pool) -> Result<Vec<Rule>, PathError> {
         }
     }
     Ok(rules.clone())
-}
-
-fn check_health(hp: &str, hc: &HealthCheck) -> Result<(), PathError> {
-    for (key, zero) in [
-        ("interval", hc.interval.is_zero()),
-        ("timeout", hc.timeout.is_zero()),
-    ] {
-        if zero {
-            return Err(PathError::new(format!("{hp}.{key}"), "must be more than 0"));
-        }
-    }
-    for (key, n) in [
-        ("healthy_threshold", hc.healthy_threshold),
-        ("unhealthy_threshold", hc.unhealthy_threshold),
-    ] {
-        if n == 0 {
-            return Err(PathError::new(format!("{hp}.{key}"), "must be at least 1"));
-        }
-    }
-    Ok(())
-}
-
-fn check_timeouts(path: &str, t: &Timeouts) -> Result<(), PathError> {
-    for (key, d) in [
-        ("connect", t.connect),
-        ("read", t.read),
-        ("write", t.write),
-        ("idle", t.idle),
-    ] {
-        if d.is_zero() {
-            return Err(PathError::new(
-                format!("{path}.timeouts.{key}"),
-                "must be more than 0",
-            ));
-        }
-    }
-    Ok(())
 }

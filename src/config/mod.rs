@@ -2,10 +2,12 @@
 //!
 //! - `file`: the YAML format, each value typed at the serde boundary (`values`, `connstr`);
 //! - `check`: what serde cannot check, and the split into [`ProcessConfig`] (upgrade-only) and
-//!   [`ServiceConfig`] (reloadable), both in `typed`.
+//!   [`ServiceConfig`] (reloadable), both in `typed`; `bounds`: the range of every number and
+//!   duration, so nothing `-t` accepts can overflow, abort or panic at run time.
 //!
 //! Depends on `signalr` (the rule names) only; everything above reads the typed config.
 
+pub mod bounds;
 mod check;
 mod connstr;
 mod file;

@@ -89,7 +89,8 @@ pub async fn drained(drain: Arc<Drain>, mut shutdown: ShutdownWatch, deadline: D
     }
     drain.begin(Phase::Stopping);
     let stopped = Instant::now();
-    let at = stopped + deadline;
+    // The deadline is bounded by the config check; a sum past the clock's end means never.
+    let at = stopped.checked_add(deadline);
     info!(
         "drain: stopped accepting; {} connections open; they have {}s (server.grace_period_seconds)",
         drain.active(),
@@ -108,7 +109,7 @@ pub async fn drained(drain: Arc<Drain>, mut shutdown: ShutdownWatch, deadline: D
             );
             break;
         }
-        if Instant::now() >= at {
+        if at.is_some_and(|at| Instant::now() >= at) {
             warn!(
                 "drain: deadline reached; closing {} remaining connections (clients reconnect to \
                  the new process); exiting",
@@ -119,7 +120,7 @@ pub async fn drained(drain: Arc<Drain>, mut shutdown: ShutdownWatch, deadline: D
         tokio::select! {
             _ = drain.changed() => {}
             _ = tokio::time::sleep(TICK) => {}
-            _ = tokio::time::sleep_until(at) => {}
+            _ = sleep_until(at) => {}
             Some(()) = recv(&mut int) => {
                 warn!("drain: SIGINT; closing {} connections now; exiting", drain.active());
                 break;
@@ -127,6 +128,14 @@ pub async fn drained(drain: Arc<Drain>, mut shutdown: ShutdownWatch, deadline: D
             Some(()) = recv(&mut quit) => info!("drain: SIGQUIT ignored: already draining"),
             Some(()) = recv(&mut term) => info!("drain: SIGTERM ignored: already draining (SIGINT stops at once)"),
         }
+    }
+}
+
+/// Sleeps until `at`, or for ever.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

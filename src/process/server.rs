@@ -48,7 +48,7 @@ pub fn server_conf(s: &ServerSection, daemon: bool) -> ServerConf {
         pid_file: s.pid_file.display().to_string(),
         upgrade_sock: s.upgrade_sock.display().to_string(),
         error_log: s.error_log.as_ref().map(|p| p.display().to_string()),
-        grace_period_seconds: Some(s.grace_period_seconds + PINGORA_GRACE_MARGIN),
+        grace_period_seconds: Some(s.grace_period_seconds.saturating_add(PINGORA_GRACE_MARGIN)),
         graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
         user: s.user.clone(),

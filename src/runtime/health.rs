@@ -159,7 +159,7 @@ impl Prober {
     /// Runs one probe, bounded by the probe timeout; `Err` says why it failed.
     pub async fn probe(&self) -> Result<(), String> {
         // Connect, write and read are each bounded; this bounds the sum as well.
-        let limit = self.settings.timeout * 2;
+        let limit = self.settings.timeout.saturating_mul(2);
         match tokio::time::timeout(limit, self.probe.check(&self.backend)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
