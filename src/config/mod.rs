@@ -3,7 +3,8 @@
 //! - `file`: the YAML format, each value typed at the serde boundary (`values`, `connstr`);
 //! - `check`: what serde cannot check, and the split into [`ProcessConfig`] (upgrade-only) and
 //!   [`ServiceConfig`] (reloadable), both in `typed`; `bounds`: the range of every number and
-//!   duration, so nothing `-t` accepts can overflow, abort or panic at run time.
+//!   duration, so nothing `-t` accepts can overflow, abort or panic at run time;
+//! - `read`: bounded reads of the file and of the files it names.
 //!
 //! Depends on `signalr` (the rule names) only; everything above reads the typed config.
 
@@ -12,6 +13,7 @@ mod check;
 mod connstr;
 mod file;
 mod limits;
+mod read;
 mod typed;
 mod values;
 
@@ -22,6 +24,7 @@ pub use check::{check_pool, endpoint_spec};
 pub use connstr::ConnectionString;
 pub use file::*;
 pub use limits::{ClientLimits, Limits, DEFAULT_LISTENER_CONNECTIONS};
+pub use read::{read_bounded, MAX_CONFIG_BYTES, MAX_PEM_BYTES};
 pub use typed::*;
 pub use values::{AbsPath, Address, EndpointUrl, EnvName, HostName, Method};
 
@@ -82,18 +85,27 @@ impl PathError {
     }
 }
 
-/// Reads, parses and validates a configuration file.
+/// Reads, parses and validates a configuration file (a regular file of at most
+/// [`MAX_CONFIG_BYTES`]).
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+    let whole = |message: String| ConfigError {
         file: file.to_path_buf(),
         path: String::new(),
-        message: format!("cannot read: {e}"),
-    })?;
+        message,
+    };
+    let bytes = read_bounded(file, MAX_CONFIG_BYTES).map_err(whole)?;
+    let text = String::from_utf8(bytes).map_err(|e| whole(format!("not UTF-8: {e}")))?;
     parse_str(&text).map_err(|e| e.in_file(file))
 }
 
-/// Parses and validates configuration text.
+/// Parses and validates configuration text; text over [`MAX_CONFIG_BYTES`] is refused.
 pub fn parse_str(text: &str) -> Result<Config, PathError> {
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(PathError::new(
+            "",
+            format!("larger than {MAX_CONFIG_BYTES} bytes"),
+        ));
+    }
     let de = serde_yaml::Deserializer::from_str(text);
     let file: File = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -91,11 +91,13 @@ impl Runtime {
         for (i, tls) in config.listener_certs.iter().enumerate() {
             listener_certs.push(match tls {
                 None => None,
-                Some(tls) => {
-                    Some(load_certified_key(&tls.cert, &tls.key).map_err(|m| {
-                        PathError::new(format!("listeners[{i}].tls"), m).in_file(file)
-                    })?)
-                }
+                Some(tls) => Some(load_certified_key(&tls.cert, &tls.key).map_err(|e| {
+                    let path = match e.path.as_str() {
+                        "" => format!("listeners[{i}].tls"),
+                        which => format!("listeners[{i}].tls.{which}"),
+                    };
+                    PathError::new(path, e.message).in_file(file)
+                })?),
             });
         }
         let admin_token = match &config.admin_token {

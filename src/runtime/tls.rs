@@ -4,14 +4,17 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::config::{read_bounded, PathError, MAX_PEM_BYTES};
+
 use pingora_core::protocols::tls::CaType;
 use pingora_core::tls::sign::CertifiedKey;
 use pingora_core::tls::{CertificateDer, CryptoProvider, RootCertStore};
 use pingora_core::utils::tls::{parse_x509, WrappedX509};
 
-/// Reads a PEM bundle of CA certificates into the form `PeerOptions::ca` takes.
+/// Reads a PEM bundle of CA certificates (a regular file of at most [`MAX_PEM_BYTES`]) into
+/// the form `PeerOptions::ca` takes.
 pub fn load_ca_file(path: &Path) -> Result<Arc<CaType>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let pem = read_bounded(path, MAX_PEM_BYTES)?;
     let ders: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
@@ -32,24 +35,33 @@ pub fn load_ca_file(path: &Path) -> Result<Arc<CaType>, String> {
     Ok(Arc::from(certs.into_boxed_slice()))
 }
 
-/// Reads a PEM certificate chain (leaf first) and its private key, and checks they match.
-pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
-    let pem = std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
+/// Reads a PEM certificate chain (leaf first) and its private key (regular files of at most
+/// [`MAX_PEM_BYTES`] each), and checks they match. The error's path is `cert` or `key` when
+/// one file is at fault, empty when they do not match.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, PathError> {
+    let in_cert = |m: String| PathError::new("cert", m);
+    let pem = read_bounded(cert, MAX_PEM_BYTES).map_err(in_cert)?;
     let chain = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: bad PEM: {e}", cert.display()))?;
+        .map_err(|e| in_cert(format!("{}: bad PEM: {e}", cert.display())))?;
     if chain.is_empty() {
-        return Err(format!("{}: no CERTIFICATE found", cert.display()));
+        return Err(in_cert(format!("{}: no CERTIFICATE found", cert.display())));
     }
-    let pem = std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
+    let in_key = |m: String| PathError::new("key", m);
+    let pem = read_bounded(key, MAX_PEM_BYTES).map_err(in_key)?;
     let der = rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| format!("{}: bad PEM: {e}", key.display()))?
-        .ok_or_else(|| format!("{}: no PRIVATE KEY found", key.display()))?;
+        .map_err(|e| in_key(format!("{}: bad PEM: {e}", key.display())))?
+        .ok_or_else(|| in_key(format!("{}: no PRIVATE KEY found", key.display())))?;
     pingora_core::tls::install_default_crypto_provider();
     let provider = CryptoProvider::get_default()
-        .ok_or_else(|| "no TLS crypto provider installed".to_string())?;
+        .ok_or_else(|| PathError::new("", "no TLS crypto provider installed"))?;
     // from_der also checks that the key belongs to the leaf certificate.
     CertifiedKey::from_der(chain, der, provider)
         .map(Arc::new)
-        .map_err(|e| format!("{} with {}: {e}", cert.display(), key.display()))
+        .map_err(|e| {
+            PathError::new(
+                "",
+                format!("{} with {}: {e}", cert.display(), key.display()),
+            )
+        })
 }
