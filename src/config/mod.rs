@@ -4,7 +4,7 @@
 //! - `check`: what serde cannot check, and the split into [`ProcessConfig`] (upgrade-only) and
 //!   [`ServiceConfig`] (reloadable), both in `typed`; `bounds`: the range of every number and
 //!   duration, so nothing `-t` accepts can overflow, abort or panic at run time;
-//! - `read`: bounded reads of the file and of the files it names.
+//! - `read`, `nesting`: bounded file reads and YAML nesting, checked before parsing.
 //!
 //! Depends on `signalr` (the rule names) only; everything above reads the typed config.
 
@@ -13,6 +13,7 @@ mod check;
 mod connstr;
 mod file;
 mod limits;
+mod nesting;
 mod read;
 mod typed;
 mod values;
@@ -24,6 +25,7 @@ pub use check::{check_pool, endpoint_spec};
 pub use connstr::ConnectionString;
 pub use file::*;
 pub use limits::{ClientLimits, Limits, DEFAULT_LISTENER_CONNECTIONS};
+pub use nesting::MAX_NESTING;
 pub use read::{read_bounded, MAX_CONFIG_BYTES, MAX_PEM_BYTES};
 pub use typed::*;
 pub use values::{AbsPath, Address, EndpointUrl, EnvName, HostName, Method};
@@ -98,7 +100,8 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
     parse_str(&text).map_err(|e| e.in_file(file))
 }
 
-/// Parses and validates configuration text; text over [`MAX_CONFIG_BYTES`] is refused.
+/// Parses and validates configuration text. Text over [`MAX_CONFIG_BYTES`] or nested deeper
+/// than [`MAX_NESTING`] is refused before the YAML parser sees it (its cost grows with depth).
 pub fn parse_str(text: &str) -> Result<Config, PathError> {
     if text.len() as u64 > MAX_CONFIG_BYTES {
         return Err(PathError::new(
@@ -106,6 +109,7 @@ pub fn parse_str(text: &str) -> Result<Config, PathError> {
             format!("larger than {MAX_CONFIG_BYTES} bytes"),
         ));
     }
+    nesting::check(text, MAX_NESTING).map_err(|m| PathError::new("", m))?;
     let de = serde_yaml::Deserializer::from_str(text);
     let file: File = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
