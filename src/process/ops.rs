@@ -163,6 +163,7 @@ impl Ops {
             started_by_upgrade: self.started_by_upgrade,
             inherited_listeners: self.inherited.get().cloned().unwrap_or_default(),
             refusals: crate::proxy::refusal::counts().into_iter().collect(),
+            health_checks: super::health_checks::counts(),
         }
     }
 }
@@ -207,6 +208,8 @@ pub struct Status {
     pub inherited_listeners: Vec<String>,
     /// Requests the edge answered itself since start, by reason (`refused=` in the access log).
     pub refusals: std::collections::BTreeMap<&'static str, u64>,
+    /// Health-check probes that panicked and scheduler restarts since start.
+    pub health_checks: super::health_checks::HealthCounts,
 }
 
 /// An `Ops` over a one-pool config, for unit tests; its exit panics.

@@ -156,6 +156,21 @@ impl Prober {
         })
     }
 
+    /// A prober running `probe` against `addr` (tests: probes that fail or panic on demand).
+    #[cfg(test)]
+    pub(crate) fn with_probe(
+        probe: Box<dyn Probe + Send + Sync>,
+        settings: &HealthCheck,
+        addr: std::net::SocketAddr,
+    ) -> Self {
+        Prober {
+            probe,
+            backend: Backend::new(&addr.to_string()).expect("an ip:port"),
+            interval: settings.interval,
+            settings: settings.clone(),
+        }
+    }
+
     /// Runs one probe, bounded by the probe timeout; `Err` says why it failed.
     pub async fn probe(&self) -> Result<(), String> {
         // Connect, write and read are each bounded; this bounds the sum as well.

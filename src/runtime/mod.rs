@@ -27,6 +27,8 @@ use pingora_core::tls::sign::CertifiedKey;
 use crate::config::{Config, ConfigError, Forwarding, Limits, PathError, ServiceConfig};
 pub use admin_token::{AdminToken, MIN_TOKEN_CHARS};
 pub use endpoint::Endpoint;
+#[cfg(test)]
+pub(crate) use health::Prober;
 use limits::ClientRate;
 pub use pool::Pool;
 use routes::RouteTable;
