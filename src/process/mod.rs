@@ -4,6 +4,8 @@
 
 mod admin;
 mod admin_guard;
+#[cfg(test)]
+mod config_props;
 mod connections;
 mod control;
 mod drain;
