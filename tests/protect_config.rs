@@ -344,8 +344,8 @@ async fn reload_refuses_every_crasher_and_the_edge_keeps_serving_and_checking() 
     assert!(!edge.log().contains("panicked"), "{}", edge.log());
 }
 
-/// Files at the bounds: every upper bound; every lower bound the edge still serves with; and
-/// the upper bounds on a TLS listener with TCP probes.
+/// Files at the bounds: every upper bound (the client limits' and tokens' too); every lower
+/// bound the edge still serves with; and the upper bounds on a TLS listener with TCP probes.
 fn extremes(em: &Emulator, site: &EdgeSite) -> Vec<(&'static str, String, bool)> {
     let max = |d: Duration| format!("{}s", d.as_secs());
     let upper = [
@@ -390,6 +390,29 @@ fn extremes(em: &Emulator, site: &EdgeSite) -> Vec<(&'static str, String, bool)>
         ("pools.signalr.timeouts.write", max(bounds::MAX_IO_TIMEOUT)),
         ("pools.signalr.timeouts.idle", max(bounds::MAX_IO_TIMEOUT)),
     ];
+    // The upper bounds of the client limits and token keys (their sections' own checks), in
+    // the first file only: a million-entry token cache takes a second to build in a debug
+    // build, at start and at each reload.
+    let sections = [
+        ("limits.header_timeout", "1h"),
+        ("limits.idle_timeout", "24h"),
+        ("limits.body_timeout", "24h"),
+        ("limits.send_timeout", "24h"),
+        ("limits.max_header_bytes", "1048575"),
+        ("limits.max_headers", "256"),
+        ("limits.max_body_bytes", "1099511627776"),
+        ("limits.per_client.connections", "10000000"),
+        ("limits.per_client.requests", "10000000"),
+        ("limits.per_client.interval", "3600s"),
+        ("listeners[0].max_connections", "10000000"),
+        ("routes[0].max_body_bytes", "1099511627776"),
+        ("routes[0].max_in_flight", "10000000"),
+        ("pools.signalr.tokens.verify", "true"),
+        ("pools.signalr.tokens.clock_skew", "300s"),
+        ("pools.signalr.tokens.cache_size", "1000000"),
+    ]
+    .map(|(k, v)| (k, v.to_string()));
+    let all_upper = [upper.as_slice(), &sections].concat();
     let lower = [
         ("server.threads", "1"),
         ("server.upstream_keepalive_pool_size", "0"),
@@ -410,7 +433,7 @@ fn extremes(em: &Emulator, site: &EdgeSite) -> Vec<(&'static str, String, bool)>
     vec![
         (
             "upper bounds",
-            with(site.text(&config(Some(em)), 0), &upper),
+            with(site.text(&config(Some(em)), 0), &all_upper),
             false,
         ),
         (

@@ -10,6 +10,7 @@
 //! - A file that parsed is refused once one key is past its bound, and the error names it.
 
 mod schema;
+mod sections;
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -62,7 +63,11 @@ fn exercise(text: &str, tally: &mut Tally) {
         if let Some(hc) = &pool.health_check {
             let _ = now + hc.interval + hc.timeout * 2;
         }
+        let _ = now + pool.tokens.clock_skew;
     }
+    let l = &cfg.service.limits;
+    let _ = now + l.header_timeout + l.idle_timeout + l.body_timeout + l.send_timeout;
+    let _ = now + l.per_client.interval;
     for daemon in [false, true] {
         let conf = server_conf(s, daemon);
         assert!(conf.threads >= 1 && conf.grace_period_seconds.is_some());
@@ -99,7 +104,10 @@ fn whatever_parses_compiles_reloads_and_builds_and_one_key_past_its_bound_is_nam
         let Some(m) = mutation else {
             return Ok(());
         };
-        let mutated = serde_yaml::to_string(&mutate(&file, &m)).unwrap();
+        let Some(mutated) = mutate(&file, &m) else {
+            return Ok(()); // the key's section is not in this file
+        };
+        let mutated = serde_yaml::to_string(&mutated).unwrap();
         exercise(&mutated, &mut tally.borrow_mut());
         if config::parse_str(&text).is_ok() {
             let e = config::parse_str(&mutated);

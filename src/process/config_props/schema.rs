@@ -9,6 +9,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde_yaml::{Mapping, Value};
 
+use super::sections;
 use crate::config::bounds::*;
 
 /// Files that TLS keys may name: a real PKI, and what must be refused.
@@ -35,7 +36,7 @@ pub fn files() -> &'static Files {
     })
 }
 
-fn s(text: impl Into<String>) -> Value {
+pub(super) fn s(text: impl Into<String>) -> Value {
     Value::String(text.into())
 }
 
@@ -44,7 +45,7 @@ fn path(p: &std::path::Path) -> Value {
 }
 
 /// A mapping of the entries that are `Some`.
-fn map(entries: Vec<(&str, Option<Value>)>) -> Value {
+pub(super) fn map(entries: Vec<(&str, Option<Value>)>) -> Value {
     let mut m = Mapping::new();
     for (k, v) in entries {
         if let Some(v) = v {
@@ -73,7 +74,7 @@ fn mostly(usual: BoxedStrategy<String>) -> BoxedStrategy<String> {
 }
 
 /// A whole number within `min..=max`, mostly at a bound.
-fn count(min: u64, max: u64) -> BoxedStrategy<Option<Value>> {
+pub(super) fn count(min: u64, max: u64) -> BoxedStrategy<Option<Value>> {
     let v = prop::sample::select(vec![min, min + 1, (min + max) / 2, max - 1, max]);
     prop::option::of(v.prop_map(Value::from)).boxed()
 }
@@ -123,12 +124,14 @@ fn listener(port: u16) -> BoxedStrategy<Value> {
     (
         count(0, MAX_READ_BUFFER as u64),
         prop::option::weighted(0.2, tls),
+        sections::listener_cap(),
     )
-        .prop_map(move |(read_buffer, tls)| {
+        .prop_map(move |(read_buffer, tls, cap)| {
             map(vec![
                 ("address", Some(s(format!("127.0.0.1:{port}")))),
                 ("read_buffer", read_buffer),
                 ("tls", tls),
+                ("max_connections", cap),
             ])
         })
         .boxed()
@@ -222,14 +225,17 @@ fn pool() -> BoxedStrategy<Value> {
         health_check(),
         timeouts,
         prop::option::weighted(0.2, ca),
+        sections::tokens(),
     )
-        .prop_map(|(kind, endpoints, health, timeouts, tls)| {
+        .prop_map(|(kind, endpoints, health, timeouts, tls, tokens)| {
             map(vec![
                 ("kind", Some(s(kind))),
                 ("endpoints", Some(Value::Sequence(endpoints))),
                 ("health_check", Some(health)),
                 ("timeouts", Some(timeouts)),
                 ("tls", tls),
+                // Only SignalR pools verify tokens.
+                ("tokens", tokens.filter(|_| kind == "signalr")),
             ])
         })
         .boxed()
@@ -244,12 +250,18 @@ fn route() -> BoxedStrategy<Value> {
             format!("/{p}")
         }
     });
-    (prefix, prop::option::weighted(0.05, odd()))
-        .prop_map(|(prefix, host)| {
+    (
+        prefix,
+        prop::option::weighted(0.05, odd()),
+        sections::route_caps(),
+    )
+        .prop_map(|(prefix, host, (max_body, in_flight))| {
             map(vec![
                 ("path", Some(s(prefix))),
                 ("host", host.map(s)),
                 ("pool", Some(s("p"))),
+                ("max_body_bytes", max_body),
+                ("max_in_flight", in_flight),
             ])
         })
         .boxed()
@@ -263,8 +275,9 @@ pub fn base() -> BoxedStrategy<Value> {
         prop::option::of(listener(18081)),
         pool(),
         prop::collection::vec(route(), 1..3),
+        sections::limits(),
     )
-        .prop_map(|(server, first, second, p, routes)| {
+        .prop_map(|(server, first, second, p, routes, limits)| {
             let mut pools = Mapping::new();
             pools.insert(s("p"), p);
             let listeners = std::iter::once(first).chain(second).collect();
@@ -273,6 +286,7 @@ pub fn base() -> BoxedStrategy<Value> {
                 ("listeners", Some(Value::Sequence(listeners))),
                 ("pools", Some(Value::Mapping(pools))),
                 ("routes", Some(Value::Sequence(routes))),
+                ("limits", limits),
             ])
         })
         .boxed()
@@ -281,7 +295,7 @@ pub fn base() -> BoxedStrategy<Value> {
 /// One key set past its bound: the key's path, as errors name it (`listeners[0].read_buffer`),
 /// and the value.
 #[derive(Debug, Clone)]
-pub struct Mutation {
+pub(super) struct Mutation {
     pub path: &'static str,
     pub value: Value,
 }
@@ -351,6 +365,7 @@ pub fn mutation() -> BoxedStrategy<Mutation> {
         ("pools.p.timeouts.write", wild_duration(MAX_IO_TIMEOUT)),
         ("pools.p.timeouts.idle", wild_duration(MAX_IO_TIMEOUT)),
     ];
+    let keys = [keys, sections::wild()].concat();
     prop::sample::select(keys)
         .prop_flat_map(|(path, values)| {
             prop::sample::select(values).prop_map(move |value| Mutation { path, value })
@@ -358,24 +373,22 @@ pub fn mutation() -> BoxedStrategy<Mutation> {
         .boxed()
 }
 
-/// `file` with the mutation applied (every key on its way exists in a base file).
-pub fn mutate(file: &Value, m: &Mutation) -> Value {
+/// `file` with the mutation applied, or `None` if the key's parent is not in `file`.
+pub fn mutate(file: &Value, m: &Mutation) -> Option<Value> {
     let mut file = file.clone();
     let keys: Vec<&str> = m
         .path
         .split(['.', '[', ']'])
         .filter(|k| !k.is_empty())
         .collect();
-    let (last, parents) = keys.split_last().expect("a key path");
+    let (last, parents) = keys.split_last()?;
     let mut at = &mut file;
     for key in parents {
         at = match key.parse::<usize>() {
-            Ok(i) => &mut at[i],
-            Err(_) => &mut at[*key],
+            Ok(i) => at.get_mut(i)?,
+            Err(_) => at.get_mut(*key)?,
         };
     }
-    if let Value::Mapping(parent) = at {
-        parent.insert(s(*last), m.value.clone());
-    }
-    file
+    at.as_mapping_mut()?.insert(s(*last), m.value.clone());
+    Some(file)
 }
