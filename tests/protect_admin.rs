@@ -239,7 +239,8 @@ fn check_reads_the_token_and_names_the_key() {
     assert!(!text.contains("short-token"), "{text}");
     let (ok, text) = check("{ token_file: /dev/zero }");
     assert!(
-        !ok && text.contains("admin.token_file: /dev/zero: not a regular file"),
+        !ok && text
+            .contains("admin.token_file: /dev/zero is a character device, not a regular file"),
         "{text}"
     );
     // A file that passes, on every address without a token: `-t` warns as a start would.

@@ -224,6 +224,20 @@ fn check_refuses_files_it_cannot_read_within_a_bound() {
             &format!("signalr-edge: {}: {key}: {message}", shown(&file)),
         );
     }
+    // The admin token file: a FIFO used to hold -t and every reload for ever.
+    std::fs::write(
+        &file,
+        set(&good, "admin.token_file", &format!("{:?}", shown(&fifo))),
+    )
+    .unwrap();
+    let message = format!("{} is a FIFO, not a regular file", shown(&fifo));
+    refused(
+        &file,
+        &format!(
+            "signalr-edge: {}: admin.token_file: {message}",
+            shown(&file)
+        ),
+    );
     // A listener's certificate and key: each error names its own key.
     let pki = test_pki(&dir.0, "edge.test");
     for (cert, key, bad) in [

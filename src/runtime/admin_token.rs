@@ -3,10 +3,8 @@
 //! leave it out), and compared in constant time.
 
 use std::fmt;
-use std::io::Read;
-use std::path::Path;
 
-use crate::config::{AdminTokenSource, PathError};
+use crate::config::{read_bounded, AdminTokenSource, PathError};
 
 /// The longest token file read: a token is a line, not a document.
 const MAX_FILE_BYTES: u64 = 4096;
@@ -27,7 +25,10 @@ impl AdminToken {
     pub fn load(source: &AdminTokenSource) -> Result<AdminToken, PathError> {
         match source {
             AdminTokenSource::File(path) => {
-                read_file(path).and_then(AdminToken::parse).map_err(|m| {
+                // The reader's errors name the file (never its content).
+                let bytes = read_bounded(path, MAX_FILE_BYTES)
+                    .map_err(|m| PathError::new("admin.token_file", m))?;
+                AdminToken::parse(bytes).map_err(|m| {
                     PathError::new("admin.token_file", format!("{}: {m}", path.display()))
                 })
             }
@@ -70,23 +71,6 @@ impl AdminToken {
     }
 }
 
-/// A regular file's bytes, at most `MAX_FILE_BYTES`.
-fn read_file(path: &Path) -> Result<Vec<u8>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!("longer than {MAX_FILE_BYTES} bytes"));
-    }
-    Ok(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,7 +108,7 @@ mod tests {
         std::fs::write(&file, vec![b'a'; 5000]).unwrap();
         let e = AdminToken::load(&AdminTokenSource::File(file.clone())).unwrap_err();
         assert_eq!(e.path, "admin.token_file");
-        assert!(e.message.contains("longer than 4096 bytes"), "{e:?}");
+        assert!(e.message.contains("larger than 4096 bytes"), "{e:?}");
         for not_a_file in [dir.clone(), "/dev/zero".into()] {
             let e = AdminToken::load(&AdminTokenSource::File(not_a_file)).unwrap_err();
             assert!(e.message.contains("not a regular file"), "{e:?}");
