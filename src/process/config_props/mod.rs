@@ -11,6 +11,7 @@
 
 mod schema;
 mod sections;
+mod values;
 
 use std::cell::RefCell;
 use std::path::Path;

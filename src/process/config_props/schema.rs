@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use serde_yaml::{Mapping, Value};
 
 use super::sections;
+use super::values::{count, map, s};
 use crate::config::bounds::*;
 
 /// Files that TLS keys may name: a real PKI, and what must be refused.
@@ -36,23 +37,8 @@ pub fn files() -> &'static Files {
     })
 }
 
-pub(super) fn s(text: impl Into<String>) -> Value {
-    Value::String(text.into())
-}
-
 fn path(p: &std::path::Path) -> Value {
     s(p.display().to_string())
-}
-
-/// A mapping of the entries that are `Some`.
-pub(super) fn map(entries: Vec<(&str, Option<Value>)>) -> Value {
-    let mut m = Mapping::new();
-    for (k, v) in entries {
-        if let Some(v) = v {
-            m.insert(s(k), v);
-        }
-    }
-    Value::Mapping(m)
 }
 
 /// Strings a careless or hostile operator might write anywhere.
@@ -71,12 +57,6 @@ fn odd() -> BoxedStrategy<String> {
 /// Mostly `usual`, now and then an odd string.
 fn mostly(usual: BoxedStrategy<String>) -> BoxedStrategy<String> {
     prop_oneof![30 => usual, 1 => odd()].boxed()
-}
-
-/// A whole number within `min..=max`, mostly at a bound.
-pub(super) fn count(min: u64, max: u64) -> BoxedStrategy<Option<Value>> {
-    let v = prop::sample::select(vec![min, min + 1, (min + max) / 2, max - 1, max]);
-    prop::option::of(v.prop_map(Value::from)).boxed()
 }
 
 /// A duration within `(0, max]`, mostly at the upper bound.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde_yaml::Value;
 
-use super::schema::{count, map, s};
+use super::values::{count, map, s};
 
 /// `config::limits::MAX_COUNT`: connections, requests and in-flight requests.
 const MAX_COUNT: u64 = 10_000_000;
