@@ -28,3 +28,16 @@ vendor/sync.sh check
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --all-targets --locked
+
+# Fuzzing. The corpus replay (tests/fuzz_replay.rs) ran above on stable; here every cargo-fuzz
+# target of fuzz/ runs FUZZ_SECONDS (20) more on one core, where a nightly toolchain exists (the
+# machine's own toolchain is stable; libFuzzer needs nightly's sanitizer flags).
+if cargo +nightly --version >/dev/null 2>&1; then
+  if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "ci.sh: installing cargo-fuzz for the nightly toolchain"
+    cargo install cargo-fuzz --locked
+  fi
+  fuzz/run.sh "${FUZZ_SECONDS:-20}"
+else
+  echo "ci.sh: SKIPPING the cargo-fuzz run: no nightly toolchain here (the corpus replay ran in cargo test)"
+fi

@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod edge;
 pub mod emulator;
+pub mod fuzz;
 pub mod process;
 pub mod site;
 
