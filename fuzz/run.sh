@@ -4,16 +4,17 @@
 # coverage units, and crashes. Exits 1 when a target crashed (the input is in
 # fuzz/artifacts/<target>/; replay it with `cargo +nightly fuzz run <target> <file>` from fuzz/).
 #
-#   fuzz/run.sh [seconds] [target...]
+#   fuzz/run.sh [seconds] [target...]        (FUZZ_TARGET_DIR: where to build; fuzz/target)
 #
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz --locked`). The committed
 # seeds in fuzz/corpus/<target>/ are read only; what a run learns goes to
 # fuzz/target/corpus/<target>/ and is kept for the next run.
 set -euo pipefail
 cd "$(dirname "$0")"
-# Cargo reads fuzz/.cargo/config.toml (the patched Pingora) from here; the fuzz builds keep
-# their own target directory, whatever the edge's builds use.
-unset CARGO_TARGET_DIR
+# The fuzz builds (sanitizer flags, their own workspace) keep their own target directory,
+# whatever the edge's builds use: fuzz/target, or FUZZ_TARGET_DIR (a cache that outlives a
+# fresh clone, as ci.sh uses).
+export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/target}"
 
 seconds=${1:-600}
 shift || true
@@ -46,11 +47,11 @@ for t in "${targets[@]}"; do
   wall=$(( $(date +%s) - start ))
   log="target/logs/$t.log"
   if [ -f fuzz-0.log ]; then mv fuzz-0.log "$log"; else : >"$log"; fi
-  stat() { grep -o "stat::$1: *[0-9]*" "$log" | tail -1 | grep -o '[0-9]*$' || echo "-"; }
-  execs=$(stat number_of_executed_units)
-  rate=$(stat average_exec_per_sec)
-  units=$(stat new_units_added)
-  rss=$(stat peak_rss_mb)
+  stat_of() { grep -o "stat::$1: *[0-9]*" "$log" | tail -1 | grep -o '[0-9]*$' || echo "-"; }
+  execs=$(stat_of number_of_executed_units)
+  rate=$(stat_of average_exec_per_sec)
+  units=$(stat_of new_units_added)
+  rss=$(stat_of peak_rss_mb)
   corpus=$(find "target/corpus/$t" -type f | wc -l)
   crashes=$(( $(find "artifacts/$t" -type f | wc -l) - before ))
   if [ "$rc" != 0 ] || [ "$crashes" != 0 ] || grep -q "ERROR: libFuzzer" "$log"; then
