@@ -28,3 +28,20 @@ vendor/sync.sh check
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --all-targets --locked
+
+# Fuzzing. The corpus replay (tests/fuzz_replay.rs) ran above on stable; here every cargo-fuzz
+# target of fuzz/ runs FUZZ_SECONDS (20; 0 skips) more on one core, where a nightly toolchain
+# exists (the machine's own toolchain is stable; libFuzzer needs nightly's sanitizer flags).
+# The sanitizer build is kept in a cache outside the clone: a fresh one takes minutes.
+if [ "${FUZZ_SECONDS:-20}" = 0 ]; then
+  echo "ci.sh: SKIPPING the cargo-fuzz run: FUZZ_SECONDS=0"
+elif cargo +nightly --version >/dev/null 2>&1; then
+  if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "ci.sh: installing cargo-fuzz for the nightly toolchain"
+    cargo install cargo-fuzz --locked
+  fi
+  FUZZ_TARGET_DIR="${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/signalr-edge/fuzz-target}" \
+    fuzz/run.sh "${FUZZ_SECONDS:-20}"
+else
+  echo "ci.sh: SKIPPING the cargo-fuzz run: no nightly toolchain here (the corpus replay ran in cargo test)"
+fi

@@ -36,6 +36,15 @@ impl fmt::Debug for ConnectionString {
     }
 }
 
+impl std::str::FromStr for ConnectionString {
+    type Err = String;
+
+    /// Parses a connection string as the config file's `connection_string:` does.
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse(s)
+    }
+}
+
 impl<'de> Deserialize<'de> for ConnectionString {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         parse_string(d, parse)

@@ -14,6 +14,7 @@ pub mod client;
 pub mod config;
 pub mod edge;
 pub mod emulator;
+pub mod fuzz;
 pub mod process;
 pub mod raw;
 pub mod site;
