@@ -10,7 +10,10 @@ const MUTANTS: usize = 3000;
 #[test]
 fn every_target_has_a_corpus() {
     let names: Vec<&str> = TARGETS.iter().map(|t| t.name).collect();
-    assert_eq!(names, ["affinity", "config", "connstr", "jwt", "selection"]);
+    assert_eq!(
+        names,
+        ["affinity", "config", "connstr", "jwt", "selection", "token"]
+    );
     for t in TARGETS {
         let seeds = corpus(t);
         assert!(
