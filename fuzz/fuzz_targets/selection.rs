@@ -101,10 +101,12 @@ pub fn run(data: &[u8]) {
                 let rule = sel.choice.expect("a rule");
                 assert!(ep.is_healthy() || rule == Rule::Retired);
                 assert!(pool.endpoints.iter().any(|e| e.name == ep.name));
-                assert!(req
-                    .uri
-                    .path()
-                    .starts_with(if route == 0 { "/client/" } else { "/" }));
+                // Routing went by the normalised path, sent upstream in place of the client's.
+                let routed = match sel.rewrite.as_deref() {
+                    Some(target) => target.split('?').next().unwrap_or_default(),
+                    None => req.uri.path(),
+                };
+                assert!(routed.starts_with(if route == 0 { "/client/" } else { "/" }));
                 if rule != Rule::RoundRobin {
                     // Sticky rules pick the same instance again.
                     let mut again = Selection::default();
