@@ -43,6 +43,7 @@ for t in "${targets[@]}"; do
   rc=0
   cargo +nightly fuzz run "$t" "target/corpus/$t" "corpus/$t" -- \
     -max_total_time="$seconds" -jobs=1 -workers=1 -timeout=10 -print_final_stats=1 \
+    ${FUZZ_SEED:+-seed="$FUZZ_SEED"} \
     >/dev/null 2>&1 || rc=$?
   wall=$(( $(date +%s) - start ))
   log="target/logs/$t.log"

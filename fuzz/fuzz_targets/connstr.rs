@@ -55,7 +55,9 @@ pub fn run(data: &[u8]) {
                         ..cs.clone()
                     }
                 );
-                if !without.contains(key.as_str()) {
+                // A key of a few letters may be part of the words Debug prints anyway ("m" in
+                // "Some"); the marked-key check below covers short keys.
+                if key.len() >= 8 && !without.contains(key.as_str()) {
                     assert!(
                         !format!("{cs:?}").contains(key.as_str()),
                         "Debug shows the key"
