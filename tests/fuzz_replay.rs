@@ -9,11 +9,11 @@ const MUTANTS: usize = 3000;
 
 #[test]
 fn every_target_has_a_corpus() {
+    // A new file in fuzz/fuzz_targets/ joins by itself; these must never drop out.
     let names: Vec<&str> = TARGETS.iter().map(|t| t.name).collect();
-    assert_eq!(
-        names,
-        ["affinity", "config", "connstr", "jwt", "selection", "token"]
-    );
+    for name in ["affinity", "config", "connstr", "jwt", "selection", "token"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
     for t in TARGETS {
         let seeds = corpus(t);
         assert!(
