@@ -107,6 +107,12 @@ pub fn run(data: &[u8]) {
                     None => req.uri.path(),
                 };
                 assert!(routed.starts_with(if route == 0 { "/client/" } else { "/" }));
+                // And it is in normal form: no empty or dot segments left (see proxy/path.rs).
+                assert!(!routed.contains("//"), "{routed:?}");
+                assert!(
+                    !routed.split('/').any(|s| s == "." || s == ".."),
+                    "{routed:?}"
+                );
                 if rule != Rule::RoundRobin {
                     // Sticky rules pick the same instance again.
                     let mut again = Selection::default();
