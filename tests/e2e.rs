@@ -307,7 +307,7 @@ async fn demo_page_chats_through_the_edge_in_headless_chromium() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let ok = async {
-            for path in ["/", "/signalr.min.js"] {
+            for path in ["/", "/signalr.min.js", "/signalr/", "/signalr/signalr.min.js"] {
                 let r = client.get(demo.url(path)).send().await.ok()?;
                 r.status().is_success().then_some(())?;
             }
@@ -323,9 +323,18 @@ async fn demo_page_chats_through_the_edge_in_headless_chromium() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let args = vec!["browser.mjs".into(), demo.url("/"), browser.to_string()];
-    let stdout = node(&demo, args).await;
-    assert_eq!(stdout.matches("\"ok\":true").count(), 3, "{stdout}");
+    // The page at `/`, and at `/signalr/` from the app server whose ClientEndpoint has that
+    // path: there the SignalR traffic goes through /signalr/client/ (prefix stripped).
+    for page in ["/", "/signalr/"] {
+        let args = vec!["browser.mjs".into(), demo.url(page), browser.to_string()];
+        let stdout = node(&demo, args).await;
+        assert_eq!(stdout.matches("\"ok\":true").count(), 3, "{page}: {stdout}");
+    }
+    assert!(
+        demo.log().contains("\"GET /signalr/client/?"),
+        "no SignalR traffic under /signalr: {}",
+        demo.log()
+    );
     // Ctrl-C stops the demo cleanly.
     assert!(demo.interrupt().success(), "{}", demo.log());
 }
