@@ -191,12 +191,22 @@ async fn official_client_through_a_reverse_proxy_url_with_a_path() {
         signalr.iter().all(|l| l.contains(" /signalr/client/")),
         "{signalr:?}"
     );
-    for request in ["\"GET /signalr/client/?", "\"POST /signalr/client/negotiate?"] {
+    for request in [
+        "\"GET /signalr/client/?",
+        "\"POST /signalr/client/negotiate?",
+    ] {
         assert!(log.contains(request), "no {request} in the access log");
     }
     // The instances negotiated all 90 clients, and every instance some of them.
-    let negotiated: Vec<u64> = s.em.instances.iter().map(|i| i.state.negotiations()).collect();
-    assert!(negotiated.iter().sum::<u64>() >= 90, "{negotiated:?}: {stdout}");
+    let negotiated: Vec<u64> =
+        s.em.instances
+            .iter()
+            .map(|i| i.state.negotiations())
+            .collect();
+    assert!(
+        negotiated.iter().sum::<u64>() >= 90,
+        "{negotiated:?}: {stdout}"
+    );
     assert!(negotiated.iter().all(|n| *n > 0), "{negotiated:?}");
 }
 
@@ -307,7 +317,12 @@ async fn demo_page_chats_through_the_edge_in_headless_chromium() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let ok = async {
-            for path in ["/", "/signalr.min.js", "/signalr/", "/signalr/signalr.min.js"] {
+            for path in [
+                "/",
+                "/signalr.min.js",
+                "/signalr/",
+                "/signalr/signalr.min.js",
+            ] {
                 let r = client.get(demo.url(path)).send().await.ok()?;
                 r.status().is_success().then_some(())?;
             }

@@ -167,9 +167,8 @@ fn edge_yaml(edge: &str, started: &Started) -> String {
         yaml += &format!("      - {{ connection_string: \"Endpoint=http://{host};AccessKey={key};Version=1.0;\", address: \"{addr}\" }}\n");
     }
     for (name, addr) in ["app", "prefixed_app"].iter().zip(&started.apps) {
-        yaml += &format!(
-            "  {name}:\n    kind: app\n    endpoints: [{{ url: \"http://{addr}\" }}]\n"
-        );
+        yaml +=
+            &format!("  {name}:\n    kind: app\n    endpoints: [{{ url: \"http://{addr}\" }}]\n");
     }
     yaml += &format!(
         "routes:\n  - {{ path: /client/, pool: signalr }}\n  - {{ path: /, pool: app }}\n  \

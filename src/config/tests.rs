@@ -375,10 +375,16 @@ fn strip_prefix_ends_at_a_segment_of_the_route_path() {
         ("/a/b/client/", "/a/b", "/a/b"),
     ] {
         let c = with(path, strip).unwrap_or_else(|e| panic!("{path} {strip}: {e:?}"));
-        let kept_as = c.service.routes[0].strip_prefix.as_ref().map(|p| p.0.as_str());
+        let kept_as = c.service.routes[0]
+            .strip_prefix
+            .as_ref()
+            .map(|p| p.0.as_str());
         assert_eq!(kept_as, Some(kept), "{path} {strip}");
     }
-    assert_eq!(parse_str(GOOD).unwrap().service.routes[0].strip_prefix, None);
+    assert_eq!(
+        parse_str(GOOD).unwrap().service.routes[0].strip_prefix,
+        None
+    );
     for (path, strip, says) in [
         ("/signalr/client/", "/", "strips nothing"),
         ("/signalr/client/", "//", "strips nothing"),

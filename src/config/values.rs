@@ -226,7 +226,11 @@ mod tests {
     fn strip_prefixes() {
         let p = |s: &str| StripPrefix::parse(s).map(|p| p.0);
         assert_eq!(p("/signalr").as_deref(), Ok("/signalr"));
-        assert_eq!(p("/signalr/").as_deref(), Ok("/signalr"), "one trailing slash dropped");
+        assert_eq!(
+            p("/signalr/").as_deref(),
+            Ok("/signalr"),
+            "one trailing slash dropped"
+        );
         assert_eq!(p("/a/b").as_deref(), Ok("/a/b"));
         for bad in ["/", "", "signalr", "/signalr?x", "//"] {
             assert!(p(bad).is_err(), "{bad:?}");

@@ -254,7 +254,11 @@ mod tests {
     #[test]
     fn prefixes_are_stripped_at_segment_boundaries() {
         for (path, prefix, want) in [
-            ("/signalr/client/negotiate", "/signalr", Some("/client/negotiate")),
+            (
+                "/signalr/client/negotiate",
+                "/signalr",
+                Some("/client/negotiate"),
+            ),
             ("/signalr/client/", "/signalr", Some("/client/")),
             ("/signalr", "/signalr", Some("/")),
             ("/signalr/", "/signalr", Some("/")),
