@@ -22,13 +22,23 @@ struct Setup {
 }
 
 async fn setup(instances: Vec<InstanceConfig>, app: impl Fn(String) -> AppConfig) -> Setup {
+    setup_under(instances, app, "").await
+}
+
+/// As `setup`, with the SignalR route under `prefix` (`/signalr`), stripped before forwarding:
+/// the app server's ClientEndpoint is the edge's URL with that path.
+async fn setup_under(
+    instances: Vec<InstanceConfig>,
+    app: impl Fn(String) -> AppConfig,
+    prefix: &str,
+) -> Setup {
     assert!(
         e2e_dir().join("node_modules/@microsoft/signalr").is_dir(),
         "the official client is not installed: run ./ci.sh (or `npm ci` in tests/e2e)"
     );
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let app = app(base.clone());
+    let app = app(format!("{base}{prefix}"));
     // The edge verifies every client's token, as the example config does; tokens the app signs
     // for a shared audience (no pool endpoint) verify with the pool's (shared) key.
     let tokens = app
@@ -49,13 +59,13 @@ async fn setup(instances: Vec<InstanceConfig>, app: impl Fn(String) -> AppConfig
     let config = EdgeConfig::new()
         .pool(signalr_pool(&em).health_check(hc).tokens(tokens))
         .pool(Pool::app("app").endpoint(Endpoint::url(format!("http://{}", em.apps[0]))))
-        .route(Route::new("/client/", "signalr"))
+        .route(signalr_route(prefix))
         .route(Route::new("/", "app"));
     let edge = Edge::start_on(port, config);
     // Verification is on: a forged token gets its 401 from the edge itself. (Its access line
     // is awaited, so that it cannot land among the lines of the clients that follow.)
     let r = http()
-        .post(format!("{base}/client/negotiate?hub=chat"))
+        .post(format!("{base}{prefix}/client/negotiate?hub=chat"))
         .bearer_auth("forged.token.x")
         .send()
         .await
@@ -72,6 +82,16 @@ async fn setup(instances: Vec<InstanceConfig>, app: impl Fn(String) -> AppConfig
     )
     .await;
     Setup { em, edge, base }
+}
+
+/// `<prefix>/client/` to the SignalR pool, the prefix stripped before forwarding.
+fn signalr_route(prefix: &str) -> Route {
+    let route = Route::new(&format!("{prefix}/client/"), "signalr");
+    if prefix.is_empty() {
+        route
+    } else {
+        route.strip_prefix(prefix)
+    }
 }
 
 /// Runs `node <script> <args>` in tests/e2e; returns stdout, failing with both outputs and the
@@ -148,6 +168,46 @@ async fn official_client_over_three_transports_with_distinct_keys() {
     ];
     let s = setup(instances, app(false, None)).await;
     run_clients(&s, 100, "", "audience").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_client_through_a_reverse_proxy_url_with_a_path() {
+    // The SDK's ClientEndpoint is `<edge>/signalr`: clients negotiate at
+    // `/signalr/client/negotiate` and connect at `/signalr/client/`, which the instances only
+    // know as `/client/...` (without strip_prefix they answer 404). Tokens name the instance's
+    // `/client/?hub=` and are verified by the edge as without the prefix.
+    let instances = vec![
+        instance("a", "key-a", true),
+        instance("b", "key-b", true),
+        instance("c", "key-c", true),
+    ];
+    let s = setup_under(instances, app(false, None), "/signalr").await;
+    let log_before = s.edge.log().len();
+    let stdout = run_clients(&s, 30, "", "audience").await;
+    let log = s.edge.log().split_off(log_before);
+    // Every SignalR request of the clients came in under the prefix.
+    let signalr: Vec<&str> = log.lines().filter(|l| l.contains("pool=signalr")).collect();
+    assert!(
+        signalr.iter().all(|l| l.contains(" /signalr/client/")),
+        "{signalr:?}"
+    );
+    for request in [
+        "\"GET /signalr/client/?",
+        "\"POST /signalr/client/negotiate?",
+    ] {
+        assert!(log.contains(request), "no {request} in the access log");
+    }
+    // The instances negotiated all 90 clients, and every instance some of them.
+    let negotiated: Vec<u64> =
+        s.em.instances
+            .iter()
+            .map(|i| i.state.negotiations())
+            .collect();
+    assert!(
+        negotiated.iter().sum::<u64>() >= 90,
+        "{negotiated:?}: {stdout}"
+    );
+    assert!(negotiated.iter().all(|n| *n > 0), "{negotiated:?}");
 }
 
 /// Three instances that accept one key and any audience (like geo-replicas of one resource).
@@ -257,7 +317,12 @@ async fn demo_page_chats_through_the_edge_in_headless_chromium() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let ok = async {
-            for path in ["/", "/signalr.min.js"] {
+            for path in [
+                "/",
+                "/signalr.min.js",
+                "/signalr/",
+                "/signalr/signalr.min.js",
+            ] {
                 let r = client.get(demo.url(path)).send().await.ok()?;
                 r.status().is_success().then_some(())?;
             }
@@ -273,9 +338,18 @@ async fn demo_page_chats_through_the_edge_in_headless_chromium() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let args = vec!["browser.mjs".into(), demo.url("/"), browser.to_string()];
-    let stdout = node(&demo, args).await;
-    assert_eq!(stdout.matches("\"ok\":true").count(), 3, "{stdout}");
+    // The page at `/`, and at `/signalr/` from the app server whose ClientEndpoint has that
+    // path: there the SignalR traffic goes through /signalr/client/ (prefix stripped).
+    for page in ["/", "/signalr/"] {
+        let args = vec!["browser.mjs".into(), demo.url(page), browser.to_string()];
+        let stdout = node(&demo, args).await;
+        assert_eq!(stdout.matches("\"ok\":true").count(), 3, "{page}: {stdout}");
+    }
+    assert!(
+        demo.log().contains("\"GET /signalr/client/?"),
+        "no SignalR traffic under /signalr: {}",
+        demo.log()
+    );
     // Ctrl-C stops the demo cleanly.
     assert!(demo.interrupt().success(), "{}", demo.log());
 }

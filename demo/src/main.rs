@@ -18,10 +18,14 @@ struct Cli {
     port: u16,
 }
 
+/// Where the second app server is mounted on the edge, and its ClientEndpoint's path.
+const PREFIX: &str = "/signalr";
+
 /// What the emulator thread reports once it listens.
 struct Started {
     instances: Vec<(String, String, String, SocketAddr)>,
-    app: SocketAddr,
+    /// The app server at `/`, then the one under [`PREFIX`].
+    apps: Vec<SocketAddr>,
 }
 
 /// A file removed on drop: the edge's configuration, written for this run.
@@ -78,8 +82,18 @@ fn page_dirs() -> Vec<PathBuf> {
     vec![page, bundle]
 }
 
-/// Three instances with distinct keys (audience checked) and one app server for the edge at `edge`.
+/// Three instances with distinct keys (audience checked) and two app servers for the edge at
+/// `edge`: one whose ClientEndpoint is the edge's URL, one whose ClientEndpoint has a path (a
+/// reverse-proxy URL with a path: `http://<edge>/signalr`).
 fn emulator_config(edge: &str) -> EmulatorConfig {
+    let app = |client_endpoint: String| AppConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        client_endpoint,
+        instances: vec![],
+        omit_request_id: false,
+        audience_host: None,
+        static_dirs: page_dirs(),
+    };
     EmulatorConfig {
         instances: ["a", "b", "c"]
             .iter()
@@ -94,14 +108,10 @@ fn emulator_config(edge: &str) -> EmulatorConfig {
                 max_message_size: 32 * 1024,
             })
             .collect(),
-        apps: vec![AppConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            client_endpoint: format!("http://{edge}"),
-            instances: vec![],
-            omit_request_id: false,
-            audience_host: None,
-            static_dirs: page_dirs(),
-        }],
+        apps: vec![
+            app(format!("http://{edge}")),
+            app(format!("http://{edge}{PREFIX}")),
+        ],
     }
 }
 
@@ -129,7 +139,7 @@ fn start_emulator(config: EmulatorConfig) -> Result<Started, String> {
                                 (s.name.clone(), s.host.clone(), s.access_key.clone(), i.addr)
                             })
                             .collect(),
-                        app: em.apps[0],
+                        apps: em.apps.clone(),
                     };
                     let _ = tx.send(Ok(started));
                     // Pingora stops on SIGTERM/SIGQUIT only; the demo stops on Ctrl-C too.
@@ -145,7 +155,8 @@ fn start_emulator(config: EmulatorConfig) -> Result<Started, String> {
 }
 
 /// The edge's configuration: `/client/` to the instances (by address, their tokens verified
-/// with the keys of their connection strings), the rest to the app.
+/// with the keys of their connection strings), the rest to the app; under `/signalr/` the same
+/// with the prefix stripped, the rest to the second app server.
 fn edge_yaml(edge: &str, started: &Started) -> String {
     let mut yaml = format!(
         "server: {{ threads: 1, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }}\n\
@@ -155,9 +166,14 @@ fn edge_yaml(edge: &str, started: &Started) -> String {
     for (_, host, key, addr) in &started.instances {
         yaml += &format!("      - {{ connection_string: \"Endpoint=http://{host};AccessKey={key};Version=1.0;\", address: \"{addr}\" }}\n");
     }
+    for (name, addr) in ["app", "prefixed_app"].iter().zip(&started.apps) {
+        yaml +=
+            &format!("  {name}:\n    kind: app\n    endpoints: [{{ url: \"http://{addr}\" }}]\n");
+    }
     yaml += &format!(
-        "  app:\n    kind: app\n    endpoints: [{{ url: \"http://{}\" }}]\nroutes:\n  - {{ path: /client/, pool: signalr }}\n  - {{ path: /, pool: app }}\n",
-        started.app
+        "routes:\n  - {{ path: /client/, pool: signalr }}\n  - {{ path: /, pool: app }}\n  \
+         - {{ path: {PREFIX}/client/, pool: signalr, strip_prefix: {PREFIX} }}\n  \
+         - {{ path: {PREFIX}/, pool: prefixed_app, strip_prefix: {PREFIX} }}\n"
     );
     yaml
 }
@@ -194,15 +210,21 @@ fn run(port: u16) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", file.0.display()))?;
     println!("signalr-edge-demo");
     println!(
-        "  edge:       http://{edge}  (routes /client/ to SignalR, the rest to the app server)"
+        "  edge:       http://{edge}  (routes /client/ and {PREFIX}/client/ to SignalR, the rest to the app servers)"
     );
     for (name, host, _, addr) in &started.instances {
         println!("  instance {name}: {host} at {addr}");
     }
-    println!("  app server: http://{}", started.app);
+    println!("  app server: http://{}", started.apps[0]);
+    println!(
+        "  app server: http://{}  (ClientEndpoint=http://{edge}{PREFIX}: the edge serves it \
+         under {PREFIX}/ and sends {PREFIX}/client/ on to the instances as /client/)",
+        started.apps[1]
+    );
     println!("  edge configuration: {}", file.0.display());
-    println!("  open http://{edge}/ in a browser, or try:");
+    println!("  open http://{edge}/ (or http://{edge}{PREFIX}/) in a browser, or try:");
     println!("    curl -s -X POST 'http://{edge}/chat/negotiate?negotiateVersion=1'");
+    println!("    curl -s -X POST 'http://{edge}{PREFIX}/chat/negotiate?negotiateVersion=1'");
     println!("  Ctrl-C stops everything.");
     run_edge(&file.0)
 }

@@ -1,5 +1,7 @@
 //! The demo binary: a taken port is refused; a run serves the app's negotiate and the client
-//! negotiate it redirects to through the edge, and Ctrl-C stops it with status 0.
+//! negotiate it redirects to through the edge, the same under the `/signalr` prefix (the app
+//! server whose ClientEndpoint has that path) followed by a long-polling connect, and Ctrl-C
+//! stops it with status 0.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -20,11 +22,21 @@ impl Drop for Demo {
 
 /// One HTTP/1.1 POST with `Connection: close`; the status and body, or None if not answered.
 fn post(port: u16, path_and_query: &str, token: Option<&str>) -> Option<(u16, String)> {
+    request("POST", port, path_and_query, token)
+}
+
+/// One HTTP/1.1 request without body and with `Connection: close`; the status and body.
+fn request(
+    method: &str,
+    port: u16,
+    path_and_query: &str,
+    token: Option<&str>,
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let req = format!(
-        "POST {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).ok()?;
     let mut resp = String::new();
@@ -38,6 +50,37 @@ fn post(port: u16, path_and_query: &str, token: Option<&str>) -> Option<(u16, St
 fn json(body: &str) -> serde_json::Value {
     let (start, end) = (body.find('{').unwrap(), body.rfind('}').unwrap());
     serde_json::from_str(&body[start..=end]).unwrap()
+}
+
+/// A client that negotiated through the edge: the URL's path and query, token and connection token.
+struct Negotiated {
+    path: String,
+    query: String,
+    token: String,
+    connection_token: String,
+}
+
+/// The app server's negotiate at `<prefix>/chat/negotiate`, then the client negotiate its
+/// answer points to, both through the edge.
+fn negotiate(port: u16, prefix: &str) -> Option<Negotiated> {
+    let app_negotiate = format!("{prefix}/chat/negotiate?negotiateVersion=1");
+    let (status, body) = post(port, &app_negotiate, None)?;
+    (status == 200).then_some(())?;
+    let app = json(&body);
+    let url = app["url"].as_str()?;
+    let (path, query) = url
+        .strip_prefix(&format!("http://127.0.0.1:{port}"))?
+        .split_once('?')?;
+    let token = app["accessToken"].as_str()?;
+    let (status, body) = post(port, &format!("{path}negotiate?{query}"), Some(token))?;
+    (status == 200).then_some(())?;
+    let connection_token = json(&body)["connectionToken"].as_str()?.to_string();
+    Some(Negotiated {
+        path: path.to_string(),
+        query: query.to_string(),
+        token: token.to_string(),
+        connection_token,
+    })
 }
 
 #[test]
@@ -67,24 +110,13 @@ fn negotiates_through_the_edge_and_stops_on_ctrl_c() {
     // The app server's negotiate, then the client negotiate its answer points to, both through
     // the edge; retried until the edge listens and has probed the instances.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let connection_token = loop {
+    let plain = loop {
         assert!(
             Instant::now() < deadline,
             "the demo did not negotiate within 30 s"
         );
-        let attempt = || {
-            let (status, body) = post(port, "/chat/negotiate?negotiateVersion=1", None)?;
-            (status == 200).then_some(())?;
-            let app = json(&body);
-            let url = app["url"].as_str()?;
-            let query = url.split_once('?')?.1;
-            let token = app["accessToken"].as_str()?;
-            let (status, body) = post(port, &format!("/client/negotiate?{query}"), Some(token))?;
-            (status == 200).then_some(())?;
-            json(&body)["connectionToken"].as_str().map(str::to_string)
-        };
-        if let Some(t) = attempt() {
-            break t;
+        if let Some(n) = negotiate(port, "") {
+            break n;
         }
         assert!(
             demo.0.try_wait().unwrap().is_none(),
@@ -92,7 +124,19 @@ fn negotiates_through_the_edge_and_stops_on_ctrl_c() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(!connection_token.is_empty());
+    assert_eq!(plain.path, "/client/");
+    assert!(!plain.connection_token.is_empty());
+    // The app server whose ClientEndpoint has a path sends clients to /signalr/client/, which
+    // the edge forwards as /client/: negotiate, then connect by long polling (the first poll
+    // answers at once; an instance answers 404 to a path it does not know).
+    let prefixed = negotiate(port, "/signalr").expect("a negotiate through /signalr");
+    assert_eq!(prefixed.path, "/signalr/client/");
+    let poll = format!(
+        "/signalr/client/?{}&id={}",
+        prefixed.query, prefixed.connection_token
+    );
+    let (status, _) = request("GET", port, &poll, Some(&prefixed.token)).expect("a first poll");
+    assert_eq!(status, 200, "the first long poll through /signalr");
     let pid = demo.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-INT", &pid])

@@ -34,6 +34,7 @@ routes:
   - { path: /client/, pool: signalr }
   - { host: chat.example.com, path: /api/, methods: [GET, POST], pool: app }
   - { path: /, pool: app }
+  - { path: /signalr/client/, pool: signalr, strip_prefix: /signalr }
 "#;
 
 /// The runtime every input is routed by; endpoint `c` is down.
@@ -101,12 +102,17 @@ pub fn run(data: &[u8]) {
                 let rule = sel.choice.expect("a rule");
                 assert!(ep.is_healthy() || rule == Rule::Retired);
                 assert!(pool.endpoints.iter().any(|e| e.name == ep.name));
-                // Routing went by the normalised path, sent upstream in place of the client's.
+                // Routing went by the normalised path, sent upstream in place of the client's
+                // (less the prefix of the route that strips one).
                 let routed = match sel.rewrite.as_deref() {
                     Some(target) => target.split('?').next().unwrap_or_default(),
                     None => req.uri.path(),
                 };
-                assert!(routed.starts_with(if route == 0 { "/client/" } else { "/" }));
+                let routed_under = match route {
+                    0 | 3 => "/client/",
+                    _ => "/",
+                };
+                assert!(routed.starts_with(routed_under), "{routed:?}");
                 // And it is in normal form: no empty or dot segments left (see proxy/path.rs).
                 assert!(!routed.contains("//"), "{routed:?}");
                 assert!(

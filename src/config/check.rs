@@ -130,6 +130,18 @@ fn check_routes(f: &File) -> Result<(), PathError> {
                 ),
             ));
         }
+        if let Some(strip) = &r.strip_prefix {
+            if !is_segment_prefix(&r.path.0, &strip.0) {
+                return Err(PathError::new(
+                    format!("{path}.strip_prefix"),
+                    format!(
+                        "{:?} must be a prefix of the route's path {:?} that ends at a `/` \
+                         (every path the route matches starts with it)",
+                        strip.0, r.path.0
+                    ),
+                ));
+            }
+        }
         let mut methods = Vec::new();
         if let Some(ms) = &r.methods {
             if ms.is_empty() {
@@ -149,6 +161,13 @@ fn check_routes(f: &File) -> Result<(), PathError> {
         }
     }
     Ok(())
+}
+
+/// Whether `prefix` (no trailing `/`) starts `path` and ends where a segment of it does:
+/// `/signalr` of `/signalr/client/` or of `/signalr`, not of `/signalrx/`.
+fn is_segment_prefix(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Whether a route prefix is in the form request paths are normalised to (`proxy::path`), which

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::connstr::ConnectionString;
 use super::limits::Limits;
-use super::values::{AbsPath, Address, EndpointUrl, EnvName, HostName, Method};
+use super::values::{AbsPath, Address, EndpointUrl, EnvName, HostName, Method, StripPrefix};
 use crate::signalr::Rule;
 
 /// The whole configuration file.
@@ -355,6 +355,9 @@ pub struct Route {
     pub host: Option<HostName>,
     /// Path prefix; the longest matching prefix wins.
     pub path: AbsPath,
+    /// Removed from the path before forwarding (`/signalr/client/x` -> `/client/x`), for a
+    /// reverse-proxy URL with a path; a prefix of `path` ending at a `/`.
+    pub strip_prefix: Option<StripPrefix>,
     /// Match these methods only.
     pub methods: Option<Vec<Method>>,
     /// Name of the pool that serves the route.

@@ -28,7 +28,7 @@ pub use limits::{ClientLimits, Limits, DEFAULT_LISTENER_CONNECTIONS};
 pub use nesting::MAX_NESTING;
 pub use read::{read_bounded, MAX_CONFIG_BYTES, MAX_PEM_BYTES};
 pub use typed::*;
-pub use values::{AbsPath, Address, EndpointUrl, EnvName, HostName, Method};
+pub use values::{AbsPath, Address, EndpointUrl, EnvName, HostName, Method, StripPrefix};
 
 /// A configuration error: the file, the key path inside it, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -359,6 +359,50 @@ fn forwarding_headers_are_off_unless_asked() {
 }
 
 #[test]
+fn strip_prefix_ends_at_a_segment_of_the_route_path() {
+    let with = |path: &str, strip: &str| {
+        parse_str(&GOOD.replacen(
+            "{ path: /client/, pool: signalr }",
+            &format!("{{ path: \"{path}\", pool: signalr, strip_prefix: \"{strip}\" }}"),
+            1,
+        ))
+    };
+    for (path, strip, kept) in [
+        ("/signalr/client/", "/signalr", "/signalr"),
+        ("/signalr/client/", "/signalr/", "/signalr"),
+        ("/signalr/client/", "/signalr/client", "/signalr/client"),
+        ("/signalr", "/signalr", "/signalr"),
+        ("/a/b/client/", "/a/b", "/a/b"),
+    ] {
+        let c = with(path, strip).unwrap_or_else(|e| panic!("{path} {strip}: {e:?}"));
+        let kept_as = c.service.routes[0]
+            .strip_prefix
+            .as_ref()
+            .map(|p| p.0.as_str());
+        assert_eq!(kept_as, Some(kept), "{path} {strip}");
+    }
+    assert_eq!(
+        parse_str(GOOD).unwrap().service.routes[0].strip_prefix,
+        None
+    );
+    for (path, strip, says) in [
+        ("/signalr/client/", "/", "strips nothing"),
+        ("/signalr/client/", "//", "strips nothing"),
+        ("/signalr/client/", "signalr", "start with '/'"),
+        ("/signalr/client/", "/signalr?x", "no query"),
+        ("/signalr/client/", "/signal", "ends at a `/`"),
+        ("/signalr/client/", "/other", "ends at a `/`"),
+        ("/signalr/client/", "/signalr/client/x", "ends at a `/`"),
+        ("/signalr/client/", "/signalr//", "ends at a `/`"),
+        ("/signalrx/", "/signalr", "ends at a `/`"),
+    ] {
+        let e = with(path, strip).unwrap_err();
+        assert_eq!(e.path, "routes[0].strip_prefix", "{path} {strip}: {e:?}");
+        assert!(e.message.contains(says), "{path} {strip}: {e:?}");
+    }
+}
+
+#[test]
 fn route_paths_must_be_in_normal_form() {
     let with =
         |p: &str| parse_str(&GOOD.replacen("path: /client/,", &format!("path: \"{p}\","), 1));

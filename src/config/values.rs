@@ -98,6 +98,37 @@ impl<'de> Deserialize<'de> for AbsPath {
     }
 }
 
+/// A path prefix a route removes before forwarding (`strip_prefix`): starts with `/`, is not
+/// `/`, has no query; one trailing `/` is dropped, so `/signalr/` strips like `/signalr`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StripPrefix(pub String);
+
+impl StripPrefix {
+    /// Parses a prefix as the file gives it.
+    pub fn parse(p: &str) -> Result<StripPrefix, String> {
+        if !p.starts_with('/') {
+            return Err(format!("{p:?} must start with '/'"));
+        }
+        if p.contains('?') {
+            return Err(format!("{p:?} is a path prefix: no query"));
+        }
+        // Kept without its trailing slash: what is left after it keeps its leading `/`.
+        let trimmed = p.strip_suffix('/').unwrap_or(p);
+        if trimmed.is_empty() || trimmed == "/" {
+            return Err(format!(
+                "{p:?} strips nothing: give the prefix to remove, e.g. /signalr"
+            ));
+        }
+        Ok(StripPrefix(trimmed.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for StripPrefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_string(d, StripPrefix::parse)
+    }
+}
+
 /// The name of an environment variable: `[A-Za-z_][A-Za-z0-9_]*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvName(pub String);
@@ -190,6 +221,21 @@ impl<'de> Deserialize<'de> for EndpointUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strip_prefixes() {
+        let p = |s: &str| StripPrefix::parse(s).map(|p| p.0);
+        assert_eq!(p("/signalr").as_deref(), Ok("/signalr"));
+        assert_eq!(
+            p("/signalr/").as_deref(),
+            Ok("/signalr"),
+            "one trailing slash dropped"
+        );
+        assert_eq!(p("/a/b").as_deref(), Ok("/a/b"));
+        for bad in ["/", "", "signalr", "/signalr?x", "//"] {
+            assert!(p(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn urls() {

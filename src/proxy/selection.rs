@@ -41,7 +41,7 @@ pub struct Selection {
     /// The rule that chose it.
     pub choice: Option<Rule>,
     /// The origin-form target to send upstream instead of the client's: the normalised path
-    /// that was routed (see `target`).
+    /// that was routed (see `target`), less the route's `strip_prefix`.
     pub rewrite: Option<String>,
 }
 
@@ -77,7 +77,12 @@ pub fn select(
         .find(target.authority, &target.path, &req.method)
         .ok_or(Refusal::NoRoute)?;
     sel.route = Some(route.index);
-    sel.rewrite = target.rewrite;
+    sel.rewrite = route
+        .strip_prefix
+        .as_deref()
+        .and_then(|prefix| target::strip_prefix(&target.path, prefix))
+        .map(|rest| target::origin_form(rest, req.uri.query()))
+        .or(target.rewrite);
     let pool = runtime.pools.get(route.pool).ok_or(Refusal::NoRoute)?;
     let input = AffinityInput::new(
         req.uri.query(),
@@ -116,7 +121,8 @@ mod tests {
              \x20     - { url: \"http://a.service.signalr.net\", address: \"127.0.0.1:1\" }\n\
              \x20     - { url: \"http://b.service.signalr.net\", address: \"127.0.0.1:2\" }\n\
              \x20 app:\n    kind: app\n    endpoints: [{ url: \"http://127.0.0.1:3\" }]\n\
-             routes:\n  - { path: /client/, pool: signalr }\n  - { path: /app/, pool: app }\n",
+             routes:\n  - { path: /client/, pool: signalr }\n  - { path: /app/, pool: app }\n\
+             \x20 - { path: /signalr/client/, pool: signalr, strip_prefix: /signalr }\n",
         )
         .unwrap();
         Runtime::compile(&cfg.service, Path::new("t.yaml"), None).unwrap()
@@ -166,7 +172,8 @@ mod tests {
             "listeners: [{ address: \"127.0.0.1:0\" }]\n\
              pools:\n  signalr:\n    kind: signalr\n    tokens: { verify: true }\n    endpoints:\n\
              \x20     - { connection_string: \"Endpoint=http://a.example;AccessKey=k;Version=1.0;\", address: \"127.0.0.1:1\" }\n\
-             routes:\n  - { path: /client/, pool: signalr }\n",
+             routes:\n  - { path: /client/, pool: signalr }\n\
+             \x20 - { path: /signalr/client/, pool: signalr, strip_prefix: /signalr }\n",
         )
         .unwrap();
         let rt = Runtime::compile(&cfg.service, Path::new("t.yaml"), None).unwrap();
@@ -189,6 +196,20 @@ mod tests {
                 "/client/negotiate?hub=chat",
                 None,
                 Err(Refusal::MissingToken),
+            ),
+            // Behind a prefix the token is the same: its audience is the instance's
+            // `/client/?hub=`, and the hub comes from the query.
+            (
+                "POST",
+                "/signalr/client/negotiate?hub=chat",
+                Some(bearer.as_str()),
+                Ok(()),
+            ),
+            (
+                "GET",
+                "/signalr/client/?hub=other&id=1",
+                Some(&bearer),
+                Err(Refusal::InvalidToken),
             ),
             (
                 "GET",
@@ -237,6 +258,34 @@ mod tests {
             select(&rt, &plain_options, None, &mut Selection::default()),
             Err(Refusal::MissingToken)
         );
+    }
+
+    #[test]
+    fn a_prefixed_route_forwards_without_its_prefix_and_chooses_as_unprefixed() {
+        let rt = runtime();
+        let ip = Some("192.0.2.1".parse::<IpAddr>().unwrap());
+        let chosen = |uri: &str| {
+            let mut sel = Selection::default();
+            select(&rt, &req(uri, &[("host", "edge")]), ip, &mut sel).unwrap();
+            let endpoint = sel.endpoint.map(|e| e.name.clone()).unwrap();
+            (sel.route, sel.rewrite, endpoint, sel.choice)
+        };
+        let query = "hub=chat&asrs_request_id=a%2Bb";
+        let (route, rewrite, prefixed, rule) =
+            chosen(&format!("/signalr/client/negotiate?{query}"));
+        assert_eq!(route, Some(2));
+        assert_eq!(rewrite, Some(format!("/client/negotiate?{query}")));
+        assert_eq!(rule, Some(Rule::RequestId));
+        // The same request id picks the same instance with or without the prefix.
+        let (_, plain_rewrite, plain, _) = chosen(&format!("/client/negotiate?{query}"));
+        assert_eq!((plain_rewrite, plain), (None, prefixed.clone()));
+        // Routed on the normalised path, forwarded without the prefix, query untouched.
+        let (route, rewrite, ..) = chosen("/%73ignalr//client/./?id=%2e&hub=chat");
+        assert_eq!(route, Some(2));
+        assert_eq!(rewrite.as_deref(), Some("/client/?id=%2e&hub=chat"));
+        let (route, rewrite, ..) = chosen("http://edge/signalr/client/?hub=chat");
+        assert_eq!(route, Some(2));
+        assert_eq!(rewrite.as_deref(), Some("/client/?hub=chat"));
     }
 
     #[test]

@@ -68,18 +68,33 @@ pub fn check(req: &RequestHeader) -> Result<Target<'_>, Refusal> {
         return Err(Refusal::BadPath);
     }
     let path = normalize(req.uri.path()).map_err(|_| Refusal::BadPath)?;
-    let rewrite = (target_authority.is_some() || matches!(path, Cow::Owned(_))).then(|| match req
-        .uri
-        .query()
-    {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
-    });
+    let rewrite = (target_authority.is_some() || matches!(path, Cow::Owned(_)))
+        .then(|| origin_form(&path, req.uri.query()));
     Ok(Target {
         authority: target_authority.or(host),
         path,
         rewrite,
     })
+}
+
+/// The origin-form target of `path` and the query as it came.
+pub fn origin_form(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    }
+}
+
+/// The path to forward for the normalised `path` of a request whose route strips `prefix`
+/// (no trailing `/`): what follows it, always starting with `/` (`/signalr` -> `/`), or `None`
+/// when `prefix` does not end at a segment of `path` (a route `/signalr` also matches
+/// `/signalrx`, which is then forwarded as it is).
+pub fn strip_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    match path.strip_prefix(prefix)? {
+        "" => Some("/"),
+        rest if rest.starts_with('/') => Some(rest),
+        _ => None,
+    }
 }
 
 /// The authority of a request that [`check`] accepted, as `check` gave it.
@@ -234,6 +249,35 @@ mod tests {
             Some("/internal/x?a=%2e%2e/&b"),
             "query untouched"
         );
+    }
+
+    #[test]
+    fn prefixes_are_stripped_at_segment_boundaries() {
+        for (path, prefix, want) in [
+            (
+                "/signalr/client/negotiate",
+                "/signalr",
+                Some("/client/negotiate"),
+            ),
+            ("/signalr/client/", "/signalr", Some("/client/")),
+            ("/signalr", "/signalr", Some("/")),
+            ("/signalr/", "/signalr", Some("/")),
+            ("/a/b/client/", "/a/b", Some("/client/")),
+            ("/signalr/client/", "/signalr/client", Some("/")),
+            ("/signalrx/client/", "/signalr", None),
+            ("/client/", "/signalr", None),
+            ("/", "/signalr", None),
+        ] {
+            assert_eq!(strip_prefix(path, prefix), want, "{path} {prefix}");
+        }
+        // What is left of the normalised path keeps its form; the query is the client's.
+        let (_, path, _) = check11("/signalr/./client//%7Ex?a=%2e%2e/&b", &["e"]).unwrap();
+        let rest = strip_prefix(&path, "/signalr").unwrap();
+        assert_eq!(
+            origin_form(rest, Some("a=%2e%2e/&b")),
+            "/client/~x?a=%2e%2e/&b"
+        );
+        assert_eq!(origin_form("/", None), "/");
     }
 
     #[test]

@@ -259,6 +259,9 @@ fn route_text(r: &Route) -> String {
         s.push_str(&format!(" [{}]", ms.join(",")));
     }
     s.push_str(&format!(" -> {}", r.pool));
+    if let Some(p) = &r.strip_prefix {
+        s.push_str(&format!(" (strip {})", p.0));
+    }
     s
 }
 

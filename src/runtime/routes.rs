@@ -14,6 +14,8 @@ pub struct Route {
     pub host: Option<String>,
     /// Path prefix.
     pub prefix: String,
+    /// Removed from the routed path before forwarding (`strip_prefix`, no trailing `/`).
+    pub strip_prefix: Option<String>,
     /// Methods to match, if restricted.
     pub methods: Option<Vec<Method>>,
     /// Index of the pool in the runtime.
@@ -78,6 +80,7 @@ impl RouteTable {
                 index: i,
                 host: r.host.as_ref().map(|h| h.0.clone()),
                 prefix: r.path.0.clone(),
+                strip_prefix: r.strip_prefix.as_ref().map(|p| p.0.clone()),
                 methods: r
                     .methods
                     .as_ref()
@@ -172,6 +175,19 @@ mod tests {
         assert_eq!(pool_of(&t, None, "/x", Method::GET), None);
         assert_eq!(pool_of(&t, None, "/client/", Method::DELETE), Some(0));
         assert_eq!(pool_of(&t, None, "/client/", Method::PUT), Some(2));
+    }
+
+    #[test]
+    fn strip_prefix_is_compiled_without_its_trailing_slash() {
+        let t = table(
+            "[{path: /signalr/client/, pool: signalr, strip_prefix: /signalr/}, {path: /, pool: app}]",
+        );
+        let strip = |path: &str| {
+            t.find(None, path, &Method::GET)
+                .and_then(|r| r.strip_prefix.clone())
+        };
+        assert_eq!(strip("/signalr/client/?hub=x").as_deref(), Some("/signalr"));
+        assert_eq!(strip("/client/"), None);
     }
 
     #[test]

@@ -230,14 +230,18 @@ fn route() -> BoxedStrategy<Value> {
             format!("/{p}")
         }
     });
+    // Valid under `/client/` only: elsewhere the file is refused by name.
+    let strip = prop::sample::select(vec!["/client", "/client/", "/"]).prop_map(str::to_string);
     (
         prefix,
         prop::option::weighted(0.05, odd()),
         sections::route_caps(),
+        prop::option::weighted(0.1, mostly(strip.boxed())),
     )
-        .prop_map(|(prefix, host, (max_body, in_flight))| {
+        .prop_map(|(prefix, host, (max_body, in_flight), strip)| {
             map(vec![
                 ("path", Some(s(prefix))),
+                ("strip_prefix", strip.map(s)),
                 ("host", host.map(s)),
                 ("pool", Some(s("p"))),
                 ("max_body_bytes", max_body),

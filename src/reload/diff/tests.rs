@@ -153,3 +153,16 @@ fn sockets_threads_and_admin_need_an_upgrade() {
         ["listeners[0].read_buffer"]
     );
 }
+
+#[test]
+fn a_strip_prefix_change_is_a_route_change() {
+    let (oc, or) = compiled(OLD, None);
+    let stripped = OLD.replace(
+        "{ path: /old/, pool: old }",
+        "{ path: /old/, pool: old, strip_prefix: /old }",
+    );
+    let (nc, nr) = compiled(&stripped, Some(&or));
+    let c = Changes::between(&oc.service, &or, &nc.service, &nr);
+    assert_eq!(c.routes_added, ["/old/ -> old (strip /old)"]);
+    assert_eq!(c.routes_removed, ["/old/ -> old"]);
+}

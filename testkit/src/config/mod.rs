@@ -148,6 +148,9 @@ pub struct Route {
     pub host: Option<String>,
     /// Path prefix.
     pub path: String,
+    /// Removed from the path before forwarding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strip_prefix: Option<String>,
     /// Methods to match.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub methods: Option<Vec<String>>,
@@ -167,11 +170,18 @@ impl Route {
         Route {
             host: None,
             path: path.to_string(),
+            strip_prefix: None,
             methods: None,
             pool: pool.to_string(),
             max_body_bytes: None,
             max_in_flight: None,
         }
+    }
+
+    /// Forwards the path without `prefix` (`/signalr/client/` -> `/client/`).
+    pub fn strip_prefix(mut self, prefix: &str) -> Route {
+        self.strip_prefix = Some(prefix.to_string());
+        self
     }
 
     /// Caps the request body at `bytes`.
@@ -332,6 +342,7 @@ mod tests {
             .pool(Pool::app("app").endpoint(Endpoint::url("http://127.0.0.1:2")))
             .route(Route::new("/client/", "signalr"))
             .route(Route::new("/", "app"))
+            .route(Route::new("/signalr/client/", "signalr").strip_prefix("/signalr"))
             .to_yaml();
         let v: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
         assert_eq!(v["server"]["threads"], 2);
@@ -347,6 +358,8 @@ mod tests {
             "http://127.0.0.1:2"
         );
         assert_eq!(v["routes"][1]["pool"], "app");
+        assert!(v["routes"][1]["strip_prefix"].is_null(), "unset: none");
+        assert_eq!(v["routes"][2]["strip_prefix"], "/signalr");
         assert!(v.get("admin").is_none());
         assert!(yaml.find("signalr:").unwrap() < yaml.find("app:").unwrap());
     }
