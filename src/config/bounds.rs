@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::file::{File, HealthCheck, Pool, Timeouts};
+use super::file::{File, HealthCheck, Pool, Resolver, Timeouts};
 use super::PathError;
 
 /// `server.threads`: Pingora runs one event loop per thread (and the health checks as many
@@ -31,6 +31,33 @@ pub const MAX_THRESHOLD: usize = 1000;
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 /// `timeouts.read`, `timeouts.write` and `timeouts.idle`: one day.
 pub const MAX_IO_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// `resolver.refresh`, least: each refresh asks every host name again.
+pub const MIN_DNS_REFRESH: Duration = Duration::from_millis(100);
+/// `resolver.refresh`, most.
+pub const MAX_DNS_REFRESH: Duration = Duration::from_secs(24 * 3600);
+/// `resolver.timeout`.
+pub const MAX_DNS_TIMEOUT: Duration = Duration::from_secs(60);
+/// `resolver.nameservers`: each is asked in turn before a lookup fails.
+pub const MAX_NAMESERVERS: usize = 16;
+
+/// Checks the `resolver` section against its bounds.
+pub fn resolver(r: &Resolver) -> Result<(), PathError> {
+    duration("resolver.refresh", r.refresh, MAX_DNS_REFRESH)?;
+    if r.refresh < MIN_DNS_REFRESH {
+        return Err(PathError::new(
+            "resolver.refresh",
+            format!("must be at least {MIN_DNS_REFRESH:?} (got {:?})", r.refresh),
+        ));
+    }
+    duration("resolver.timeout", r.timeout, MAX_DNS_TIMEOUT)?;
+    count(
+        "resolver.nameservers",
+        r.nameservers.len(),
+        0,
+        MAX_NAMESERVERS,
+    )
+}
 
 /// Checks the numbers of the process settings (`server`, `listeners`) against their bounds.
 pub fn process(f: &File) -> Result<(), PathError> {
