@@ -67,9 +67,11 @@ async fn new_connections_follow_a_dns_change_and_open_ones_stay() {
     let admin = free_port();
     let edge = Edge::start(
         EdgeConfig::new()
-            .pool(Pool::signalr("signalr").endpoint(Endpoint::connection_string(format!(
-                "Endpoint=http://{HOST};AccessKey=k;Version=1.0;Port={port};"
-            ))))
+            .pool(
+                Pool::signalr("signalr").endpoint(Endpoint::connection_string(format!(
+                    "Endpoint=http://{HOST};AccessKey=k;Version=1.0;Port={port};"
+                ))),
+            )
             .route(Route::new("/client/", "signalr"))
             .admin(format!("127.0.0.1:{admin}"))
             .resolver(dns.addr, REFRESH, Duration::from_millis(300)),
@@ -91,7 +93,10 @@ async fn new_connections_follow_a_dns_change_and_open_ones_stay() {
             break;
         }
         assert_eq!(on, "one", "no failure while moving");
-        assert!(moved.elapsed() < MOVE_LIMIT, "still on one after {MOVE_LIMIT:?}");
+        assert!(
+            moved.elapsed() < MOVE_LIMIT,
+            "still on one after {MOVE_LIMIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let took = moved.elapsed();
@@ -122,10 +127,17 @@ async fn new_connections_follow_a_dns_change_and_open_ones_stay() {
             if s["dns"]["lookup_failures"].as_u64().unwrap() >= failures + 2 {
                 break;
             }
-            assert!(started.elapsed() < MOVE_LIMIT, "{what}: no failed lookup counted: {s}");
+            assert!(
+                started.elapsed() < MOVE_LIMIT,
+                "{what}: no failed lookup counted: {s}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(lands_on(&edge, what).await, "two", "{what}: last address kept");
+        assert_eq!(
+            lands_on(&edge, what).await,
+            "two",
+            "{what}: last address kept"
+        );
     }
     assert!(edge.log().contains(&format!("dns: cannot resolve {HOST}")));
     ws.echo(3).await.unwrap();

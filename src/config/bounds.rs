@@ -172,7 +172,7 @@ pub fn duration(path: &str, d: Duration, max: Duration) -> Result<(), PathError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_str;
+    use crate::config::{parse_str, DEFAULT_DNS_REFRESH};
 
     /// A file with every bounded key, each set by `{name}` placeholders.
     fn file(values: &[(&str, &str)]) -> String {
@@ -221,6 +221,39 @@ routes: [{ path: /, pool: p }]
             text = text.replace(&format!("{{{name}}}"), value);
         }
         text
+    }
+
+    #[test]
+    fn the_resolver_keys_have_their_ranges_and_name_themselves() {
+        let base = "listeners: [{ address: \"127.0.0.1:8080\" }]\npools:\n  p:\n    kind: app\n    endpoints: [{ url: \"http://127.0.0.1:5000\" }]\nroutes: [{ path: /, pool: p }]\n";
+        let r = parse_str(base).unwrap().service.resolver;
+        assert_eq!((r.refresh, r.nameservers.len()), (DEFAULT_DNS_REFRESH, 0));
+        let with = |section: &str| parse_str(&format!("{base}resolver: {{ {section} }}\n"));
+        let r = with("refresh: 100ms, timeout: 60s, nameservers: [\"127.0.0.1:53\"]")
+            .unwrap()
+            .service
+            .resolver;
+        assert_eq!((r.refresh, r.timeout), (MIN_DNS_REFRESH, MAX_DNS_TIMEOUT));
+        assert!(with("refresh: 24h").is_ok());
+        let many = vec!["\"10.0.0.1:53\""; MAX_NAMESERVERS + 1].join(", ");
+        for (section, path, message) in [
+            ("refresh: 99ms", "resolver.refresh", "at least 100ms"),
+            ("refresh: 0s", "resolver.refresh", "more than 0"),
+            ("refresh: 86401s", "resolver.refresh", "at most 86400s"),
+            ("timeout: 0s", "resolver.timeout", "more than 0"),
+            ("timeout: 61s", "resolver.timeout", "at most 60s"),
+            (
+                &format!("nameservers: [{many}]"),
+                "resolver.nameservers",
+                "at most 16",
+            ),
+            ("nameservers: [dns.example]", "resolver.nameservers[0]", ""),
+            ("ttl: 5s", "resolver.ttl", "unknown field"),
+        ] {
+            let e = with(section).unwrap_err();
+            assert_eq!(e.path, path, "{section}: {e:?}");
+            assert!(e.message.contains(message), "{section}: {e:?}");
+        }
     }
 
     #[test]

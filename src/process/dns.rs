@@ -77,9 +77,13 @@ impl DnsRefresh {
 impl BackgroundService for DnsRefresh {
     async fn start(&self, shutdown: ShutdownWatch) {
         let ops = self.ops.clone();
-        supervise("dns refresh", shutdown, RESTART_DELAY, &RESTARTS, move || {
-            refresh_loop(ops.clone())
-        })
+        supervise(
+            "dns refresh",
+            shutdown,
+            RESTART_DELAY,
+            &RESTARTS,
+            move || refresh_loop(ops.clone()),
+        )
         .await
     }
 }
@@ -212,12 +216,26 @@ mod tests {
         ];
         let mut failing = Failing::default();
         let before = counts().lookup_failures;
-        let answers = vec![Ok(vec![ip("10.0.0.9"), ip("10.0.0.1")]), Err("SERVFAIL".into())];
+        let answers = vec![
+            Ok(vec![ip("10.0.0.9"), ip("10.0.0.1")]),
+            Err("SERVFAIL".into()),
+        ];
         let found = take_answers(&known, answers, &mut failing);
-        assert_eq!(found.get("a.test"), Ok(ip("10.0.0.1")), "still listed: kept");
-        assert!(found.get("b.test").is_err(), "no answer: the reloader keeps its address");
+        assert_eq!(
+            found.get("a.test"),
+            Ok(ip("10.0.0.1")),
+            "still listed: kept"
+        );
+        assert!(
+            found.get("b.test").is_err(),
+            "no answer: the reloader keeps its address"
+        );
         assert!(counts().lookup_failures > before);
-        assert_eq!(failing.failed("b.test"), None, "the second failure is not logged");
+        assert_eq!(
+            failing.failed("b.test"),
+            None,
+            "the second failure is not logged"
+        );
         assert!(failing.recovered("b.test"));
         assert!(!failing.recovered("b.test"));
         assert_eq!(failing.failed("b.test"), Some(1));

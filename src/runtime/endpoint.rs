@@ -54,7 +54,10 @@ impl Endpoint {
                 let ip = addresses
                     .get(&spec.host)
                     .map_err(|e| format!("cannot resolve {}:{}: {e}", spec.host, spec.port))?;
-                (SocketAddr::new(ip, spec.port), literal(&spec.host).is_none())
+                (
+                    SocketAddr::new(ip, spec.port),
+                    literal(&spec.host).is_none(),
+                )
             }
         };
         let authority = spec.authority();

@@ -76,7 +76,9 @@ impl Runtime {
         file: &Path,
         previous: Option<&Runtime>,
     ) -> Result<Runtime, ConfigError> {
-        let known = previous.map(Runtime::resolved_addresses).unwrap_or_default();
+        let known = previous
+            .map(Runtime::resolved_addresses)
+            .unwrap_or_default();
         let addresses = resolve::resolve_all(config, |host| known.get(host).copied());
         Runtime::compile_with(config, file, previous, &addresses)
     }

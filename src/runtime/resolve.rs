@@ -150,10 +150,7 @@ fn system_lookup(host: &str) -> Result<Vec<IpAddr>, String> {
 /// Resolves every host of `config` now, blocking the calling thread until all have answered
 /// (at load and on reload, off the async threads); `current` gives the address each host has
 /// in the generation being replaced, kept while DNS still lists it.
-pub fn resolve_all(
-    config: &ServiceConfig,
-    current: impl Fn(&str) -> Option<IpAddr>,
-) -> Addresses {
+pub fn resolve_all(config: &ServiceConfig, current: impl Fn(&str) -> Option<IpAddr>) -> Addresses {
     let hosts: Vec<String> = hosts(config).into_iter().collect();
     let mut out = Addresses::default();
     if hosts.is_empty() {

@@ -145,7 +145,10 @@ mod tests {
     #[test]
     fn answers_a_queries_from_the_map() {
         let mut map = HashMap::new();
-        map.insert("inst.test".into(), Answer::A(vec![Ipv4Addr::new(127, 0, 0, 2)]));
+        map.insert(
+            "inst.test".into(),
+            Answer::A(vec![Ipv4Addr::new(127, 0, 0, 2)]),
+        );
         map.insert("bad.test".into(), Answer::ServFail);
         let r = reply(&query("Inst.Test", TYPE_A), &map).unwrap();
         assert_eq!(&r[0..2], &[0x12, 0x34], "same id");
@@ -154,7 +157,10 @@ mod tests {
         assert_eq!(&r[r.len() - 4..], &[127, 0, 0, 2]);
         let r = reply(&query("inst.test", 28), &map).unwrap();
         assert_eq!((r[3] & 0x0f, r[7]), (0, 0), "AAAA: no record");
-        assert_eq!(reply(&query("bad.test", TYPE_A), &map).unwrap()[3] & 0x0f, 2);
+        assert_eq!(
+            reply(&query("bad.test", TYPE_A), &map).unwrap()[3] & 0x0f,
+            2
+        );
         assert_eq!(reply(&query("nx.test", TYPE_A), &map).unwrap()[3] & 0x0f, 3);
     }
 }
