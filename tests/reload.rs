@@ -843,6 +843,61 @@ async fn listener_certificate_rotates_on_reload() {
     assert_eq!(trusting(&ca2).get(&url).send().await.unwrap().status(), 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_ca_file_is_not_served_by_connections_the_old_one_verified() {
+    let host = "a.service.signalr.net";
+    let site = EdgeSite::new();
+    let (one, two) = (site.dir.0.join("ca1"), site.dir.0.join("ca2"));
+    std::fs::create_dir_all(&one).unwrap();
+    std::fs::create_dir_all(&two).unwrap();
+    let signed = test_pki(&one, host);
+    let other_ca = test_pki(&two, host).ca;
+    let mut inst = instance("a", "key-a", true);
+    inst.tls = Some(asrs_emulator::TlsFiles {
+        cert: signed.cert.clone(),
+        key: signed.key.clone(),
+    });
+    let em = emulator(vec![inst]).await;
+    let config = |ca: &std::path::Path| {
+        EdgeConfig::new()
+            .pool(
+                Pool::signalr("signalr")
+                    .endpoint(
+                        Endpoint::connection_string(format!(
+                            "Endpoint=https://{host};AccessKey=key-a;Version=1.0;"
+                        ))
+                        .address(addr_of(&em, 0)),
+                    )
+                    .ca_file(ca),
+            )
+            .route(Route::new("/client/", "signalr"))
+    };
+    site.write(&config(&signed.ca), 0);
+    let mut edge = site.spawn("edge", false);
+    site.wait_ready(&mut edge).await;
+    let t = token("key-a", host, "chat");
+    let negotiate_status = |id: &str| {
+        let q = format!("hub=chat&negotiateVersion=1&asrs_request_id={id}");
+        let (base, t) = (site.url(""), t.clone());
+        async move { negotiate(&http(), &base, &q, &t).await.status }
+    };
+    // Verified under the CA that signed the instance; the connection stays pooled.
+    assert_eq!(negotiate_status("c1").await, 200);
+    assert_eq!(negotiate_status("c2").await, 200);
+    // The pool now trusts only a CA that did not sign it: the pooled connection, verified
+    // under the old bundle, must not carry the next request.
+    site.write(&config(&other_ca), 0);
+    let (code, report) = site.reload().await;
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["changes"]["pools_changed"][0], "signalr", "{report}");
+    assert_eq!(negotiate_status("c3").await, 502);
+    assert_eq!(em.instances[0].state.negotiations(), 2);
+    // And back: trusted again.
+    site.write(&config(&signed.ca), 0);
+    assert_eq!(site.reload().await.0, 200);
+    assert_eq!(negotiate_status("c4").await, 200);
+}
+
 /// Kills the daemon named in a pid file when dropped (the test's processes are not children).
 struct DaemonGuard(std::path::PathBuf);
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::file::{File, HealthCheck, Pool, Timeouts};
+use super::file::{File, HealthCheck, Pool, Resolver, Timeouts};
 use super::PathError;
 
 /// `server.threads`: Pingora runs one event loop per thread (and the health checks as many
@@ -31,6 +31,33 @@ pub const MAX_THRESHOLD: usize = 1000;
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 /// `timeouts.read`, `timeouts.write` and `timeouts.idle`: one day.
 pub const MAX_IO_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// `resolver.refresh`, least: each refresh asks every host name again.
+pub const MIN_DNS_REFRESH: Duration = Duration::from_millis(100);
+/// `resolver.refresh`, most.
+pub const MAX_DNS_REFRESH: Duration = Duration::from_secs(24 * 3600);
+/// `resolver.timeout`.
+pub const MAX_DNS_TIMEOUT: Duration = Duration::from_secs(60);
+/// `resolver.nameservers`: each is asked in turn before a lookup fails.
+pub const MAX_NAMESERVERS: usize = 16;
+
+/// Checks the `resolver` section against its bounds.
+pub fn resolver(r: &Resolver) -> Result<(), PathError> {
+    duration("resolver.refresh", r.refresh, MAX_DNS_REFRESH)?;
+    if r.refresh < MIN_DNS_REFRESH {
+        return Err(PathError::new(
+            "resolver.refresh",
+            format!("must be at least {MIN_DNS_REFRESH:?} (got {:?})", r.refresh),
+        ));
+    }
+    duration("resolver.timeout", r.timeout, MAX_DNS_TIMEOUT)?;
+    count(
+        "resolver.nameservers",
+        r.nameservers.len(),
+        0,
+        MAX_NAMESERVERS,
+    )
+}
 
 /// Checks the numbers of the process settings (`server`, `listeners`) against their bounds.
 pub fn process(f: &File) -> Result<(), PathError> {
@@ -145,7 +172,7 @@ pub fn duration(path: &str, d: Duration, max: Duration) -> Result<(), PathError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_str;
+    use crate::config::{parse_str, DEFAULT_DNS_REFRESH};
 
     /// A file with every bounded key, each set by `{name}` placeholders.
     fn file(values: &[(&str, &str)]) -> String {
@@ -194,6 +221,39 @@ routes: [{ path: /, pool: p }]
             text = text.replace(&format!("{{{name}}}"), value);
         }
         text
+    }
+
+    #[test]
+    fn the_resolver_keys_have_their_ranges_and_name_themselves() {
+        let base = "listeners: [{ address: \"127.0.0.1:8080\" }]\npools:\n  p:\n    kind: app\n    endpoints: [{ url: \"http://127.0.0.1:5000\" }]\nroutes: [{ path: /, pool: p }]\n";
+        let r = parse_str(base).unwrap().service.resolver;
+        assert_eq!((r.refresh, r.nameservers.len()), (DEFAULT_DNS_REFRESH, 0));
+        let with = |section: &str| parse_str(&format!("{base}resolver: {{ {section} }}\n"));
+        let r = with("refresh: 100ms, timeout: 60s, nameservers: [\"127.0.0.1:53\"]")
+            .unwrap()
+            .service
+            .resolver;
+        assert_eq!((r.refresh, r.timeout), (MIN_DNS_REFRESH, MAX_DNS_TIMEOUT));
+        assert!(with("refresh: 24h").is_ok());
+        let many = vec!["\"10.0.0.1:53\""; MAX_NAMESERVERS + 1].join(", ");
+        for (section, path, message) in [
+            ("refresh: 99ms", "resolver.refresh", "at least 100ms"),
+            ("refresh: 0s", "resolver.refresh", "more than 0"),
+            ("refresh: 86401s", "resolver.refresh", "at most 86400s"),
+            ("timeout: 0s", "resolver.timeout", "more than 0"),
+            ("timeout: 61s", "resolver.timeout", "at most 60s"),
+            (
+                &format!("nameservers: [{many}]"),
+                "resolver.nameservers",
+                "at most 16",
+            ),
+            ("nameservers: [dns.example]", "resolver.nameservers[0]", ""),
+            ("ttl: 5s", "resolver.ttl", "unknown field"),
+        ] {
+            let e = with(section).unwrap_err();
+            assert_eq!(e.path, path, "{section}: {e:?}");
+            assert!(e.message.contains(message), "{section}: {e:?}");
+        }
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub fn check(f: File) -> Result<Config, PathError> {
     }
     check_routes(&f)?;
     check_limits(&f.limits)?;
+    bounds::resolver(&f.resolver)?;
     let admin_token = f.admin.as_ref().map(admin_token).transpose()?.flatten();
     let process = ProcessConfig {
         server: f.server,
@@ -82,6 +83,7 @@ pub fn check(f: File) -> Result<Config, PathError> {
             .collect(),
         listener_certs: f.listeners.into_iter().map(|l| l.tls).collect(),
         limits: f.limits,
+        resolver: f.resolver,
     };
     Ok(Config { process, service })
 }

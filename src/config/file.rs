@@ -39,6 +39,39 @@ pub struct File {
     /// What clients, connections and requests may hold (see `limits`).
     #[serde(default)]
     pub limits: Limits,
+    /// How endpoint host names are resolved, at load and again on a schedule.
+    #[serde(default)]
+    pub resolver: Resolver,
+}
+
+/// Resolution of endpoint host names (those without a fixed `address`): at load, at each
+/// reload, and again every `refresh`, so a DNS change (a private endpoint's failover) is seen
+/// without a reload. Reloadable.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Resolver {
+    /// Time between two resolutions of every endpoint host name.
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
+    /// DNS servers (`ip:port`) asked over UDP (TCP for long answers), in order; none: the
+    /// system's resolver (`/etc/hosts`, `/etc/resolv.conf`), as at load.
+    pub nameservers: Vec<Address>,
+    /// Longest wait for one answer of a nameserver.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// Default of `resolver.refresh`.
+pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver {
+            refresh: DEFAULT_DNS_REFRESH,
+            nameservers: Vec::new(),
+            timeout: Duration::from_secs(2),
+        }
+    }
 }
 
 /// A present `admin` key is a listener even when YAML gives it no value (`admin:` is null):

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::file::{Forwarding, HealthCheck, HostHeader, ListenerTls, PoolKind, Route};
-use super::file::{ServerSection, Timeouts, Tokens, UpstreamTls};
+use super::file::{Resolver, ServerSection, Timeouts, Tokens, UpstreamTls};
 use super::limits::Limits;
 use super::values::Address;
 use crate::signalr::Rule;
@@ -81,6 +81,8 @@ pub struct ServiceConfig {
     pub listener_connections: Vec<usize>,
     /// Client, connection and request limits.
     pub limits: Limits,
+    /// How endpoint host names are resolved, and how often again.
+    pub resolver: Resolver,
 }
 
 /// Where the admin token comes from.

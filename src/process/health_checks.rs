@@ -26,7 +26,7 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// How long a scheduler that stopped waits before it starts again (a bug that panics at once
 /// must not spin).
-const RESTART_DELAY: Duration = Duration::from_secs(1);
+pub(super) const RESTART_DELAY: Duration = Duration::from_secs(1);
 
 static PROBE_PANICS: AtomicU64 = AtomicU64::new(0);
 static SCHEDULER_RESTARTS: AtomicU64 = AtomicU64::new(0);
@@ -64,17 +64,26 @@ impl HealthChecker {
 impl BackgroundService for HealthChecker {
     async fn start(&self, shutdown: ShutdownWatch) {
         let state = self.state.clone();
-        supervise("health checks", shutdown, RESTART_DELAY, move || {
-            schedule(state.clone())
-        })
+        supervise(
+            "health checks",
+            shutdown,
+            RESTART_DELAY,
+            &SCHEDULER_RESTARTS,
+            move || schedule(state.clone()),
+        )
         .await
     }
 }
 
 /// Runs the task `start` makes until `shutdown`, starting a new one `delay` after it ends or
-/// panics.
-async fn supervise<F, T>(name: &str, mut shutdown: ShutdownWatch, delay: Duration, mut start: F)
-where
+/// panics; each restart counts in `restarts`.
+pub(super) async fn supervise<F, T>(
+    name: &str,
+    mut shutdown: ShutdownWatch,
+    delay: Duration,
+    restarts: &AtomicU64,
+    mut start: F,
+) where
     F: FnMut() -> T,
     T: Future<Output = ()> + Send + 'static,
 {
@@ -90,7 +99,7 @@ where
                 _ => error!("{name}: the scheduler stopped; it starts again in {delay:?}"),
             },
         }
-        SCHEDULER_RESTARTS.fetch_add(1, Ordering::Relaxed);
+        restarts.fetch_add(1, Ordering::Relaxed);
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(delay) => {}

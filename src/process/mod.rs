@@ -1,5 +1,5 @@
 //! The process: server assembly (`server`), signals, the control service with its admin
-//! listener, the drain, binary upgrades (`ops`) and the health-check service. The top layer: it
+//! listener, the drain, binary upgrades (`ops`), the health-check service and the DNS refresh. The top layer: it
 //! may use every module below it, and none of them uses it.
 
 mod admin;
@@ -8,6 +8,7 @@ mod admin_guard;
 mod config_props;
 mod connections;
 mod control;
+mod dns;
 mod drain;
 mod health_checks;
 mod listener_tls;

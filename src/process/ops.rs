@@ -164,6 +164,7 @@ impl Ops {
             inherited_listeners: self.inherited.get().cloned().unwrap_or_default(),
             refusals: crate::proxy::refusal::counts().into_iter().collect(),
             health_checks: super::health_checks::counts(),
+            dns: super::dns::counts(),
         }
     }
 }
@@ -210,6 +211,8 @@ pub struct Status {
     pub refusals: std::collections::BTreeMap<&'static str, u64>,
     /// Health-check probes that panicked and scheduler restarts since start.
     pub health_checks: super::health_checks::HealthCounts,
+    /// DNS refresh rounds, failed lookups and endpoints moved since start.
+    pub dns: super::dns::DnsCounts,
 }
 
 /// An `Ops` over a one-pool config, for unit tests; its exit panics.

@@ -14,6 +14,7 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 
 use super::control::ControlService;
+use super::dns::DnsRefresh;
 use super::drain::TrackedApp;
 use super::health_checks::HealthChecker;
 use super::listener_tls::CertResolver;
@@ -80,7 +81,7 @@ impl EdgeServer {
     }
 }
 
-/// Builds the server (listeners, proxy, admin, health checks) without running it. `file` is
+/// Builds the server (listeners, proxy, admin, health checks, DNS refresh) without running it. `file` is
 /// the configuration file reloads read; `exit` ends the process when it is done.
 pub fn build(
     config: &Config,
@@ -156,6 +157,10 @@ pub fn build(
     server.add_service(background_service(
         "health checks",
         HealthChecker::new(state),
+    ));
+    server.add_service(background_service(
+        "dns refresh",
+        DnsRefresh::new(ops.clone()),
     ));
     Ok(EdgeServer { server, ops })
 }

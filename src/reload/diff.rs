@@ -36,6 +36,8 @@ pub struct Changes {
     pub certificates_changed: Vec<String>,
     /// Whether the admin listener's token is set, removed or replaced (never its value).
     pub admin_token_changed: bool,
+    /// Whether the `resolver` section changes.
+    pub resolver_changed: bool,
 }
 
 impl Changes {
@@ -110,6 +112,7 @@ impl Changes {
             || old_cfg.listener_connections != new_cfg.listener_connections
             || route_limits_changed;
         c.forwarding_changed = old_cfg.forwarding != new_cfg.forwarding;
+        c.resolver_changed = old_cfg.resolver != new_cfg.resolver;
         c.admin_token_changed = match (&old.admin_token, &new.admin_token) {
             (Some(o), Some(n)) => !o.same_as(n),
             (o, n) => o.is_some() != n.is_some(),
@@ -183,6 +186,9 @@ impl fmt::Display for Changes {
         }
         if self.admin_token_changed {
             parts.push("admin token changed".into());
+        }
+        if self.resolver_changed {
+            parts.push("resolver changed".into());
         }
         f.write_str(&parts.join("; "))
     }

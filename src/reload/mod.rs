@@ -15,6 +15,7 @@ use log::{error, info, warn};
 use serde::Serialize;
 
 use crate::config::{self, Config, ConfigError};
+use crate::runtime::resolve::Addresses;
 use crate::runtime::{Runtime, SharedRuntime};
 pub use diff::{upgrade_only_changes, Changes};
 
@@ -187,6 +188,45 @@ impl Reloader {
         report
     }
 
+    /// Swaps in a generation compiled from the current config (not read again) with the host
+    /// addresses `found` (what DNS answers now; hosts it lacks keep theirs), by the steps of a
+    /// reload: compile, first health check of the moved endpoints, swap. Waits for a reload in
+    /// progress. Returns the endpoints moved, as `pool/name: old -> new`; none when the
+    /// addresses are the current ones.
+    pub async fn readdress(&self, mut found: Addresses) -> Result<Vec<String>, String> {
+        let config = self.config.lock().await;
+        let current = self.state.load_full();
+        for (host, ip) in current.resolved_addresses() {
+            found.fill(host, ip);
+        }
+        let moved = moved_endpoints(&current, &found);
+        if moved.is_empty() {
+            return Ok(moved);
+        }
+        let (cfg, file, previous) = (config.clone(), self.file.clone(), current.clone());
+        // Compiling reads the CA and certificate files: keep it off the async threads.
+        let runtime = tokio::task::spawn_blocking(move || {
+            Runtime::compile_with(&cfg.service, &file, Some(&previous), &found)
+        })
+        .await
+        .map_err(|e| format!("readdress task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+        let probes = probe_new_endpoints(&current, &runtime).await;
+        let generation = runtime.generation;
+        self.state.store(Arc::new(runtime));
+        for m in &moved {
+            info!("dns: endpoint {m}; generation {generation} serves new connections");
+        }
+        for p in probes.iter().filter(|p| !p.healthy) {
+            warn!(
+                "dns: {} failed its first health check at its new address and starts unhealthy: {}",
+                p.endpoint,
+                p.error.as_deref().unwrap_or("")
+            );
+        }
+        Ok(moved)
+    }
+
     /// Everything but the swap: load, check, compile, probe.
     async fn prepare(
         &self,
@@ -256,6 +296,23 @@ pub async fn probe_new_endpoints(old: &Runtime, new: &Runtime) -> Vec<Probe> {
         }
     }
     join_all(probes).await
+}
+
+/// The endpoints of `runtime` whose host resolves elsewhere in `found`, as
+/// `pool/name: old -> new`.
+fn moved_endpoints(runtime: &Runtime, found: &Addresses) -> Vec<String> {
+    let mut moved = Vec::new();
+    for pool in &runtime.pools {
+        for e in pool.endpoints.iter().filter(|e| e.resolved) {
+            if let Ok(ip) = found.get(&e.host) {
+                if ip != e.addr.ip() {
+                    let new = std::net::SocketAddr::new(ip, e.addr.port());
+                    moved.push(format!("{}/{}: {} -> {new}", pool.name, e.name, e.addr));
+                }
+            }
+        }
+    }
+    moved
 }
 
 fn unix_now() -> u64 {

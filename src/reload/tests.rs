@@ -3,6 +3,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::*;
+use crate::runtime::resolve::Addresses;
 
 fn conf(endpoints: &[&str], extra: &str) -> String {
     let mut s = String::from(
@@ -148,4 +149,45 @@ async fn new_endpoints_are_probed_before_they_serve() {
     let rt = s.state.load();
     assert!(!rt.pools[0].endpoints[1].is_healthy());
     assert!(rt.pools[0].endpoints[0].is_healthy());
+}
+
+#[tokio::test]
+async fn readdress_moves_only_the_changed_host_without_reading_the_file() {
+    let text = "listeners: [{ address: \"127.0.0.1:8080\" }]\npools:\n  signalr:\n    kind: signalr\n    endpoints:\n      - { url: \"http://localhost:5000\" }\n      - { url: \"http://b.example\", address: \"127.0.0.1:2\" }\nroutes: [{ path: /client/, pool: signalr }]\n";
+    let s = setup("readdress", text);
+    let before = s.state.load_full();
+    let (old, b_health) = (
+        before.pools[0].endpoints[0].addr,
+        before.pools[0].endpoints[1].health.clone(),
+    );
+    assert!(before.pools[0].endpoints[0].resolved);
+    assert!(!before.pools[0].endpoints[1].resolved, "a fixed address");
+    // The file is not read again: a broken one does not matter.
+    std::fs::write(&s.file, "not: [yaml").unwrap();
+    let mut same = Addresses::default();
+    same.insert("localhost".into(), Ok(old.ip()));
+    assert_eq!(s.reloader.readdress(same).await, Ok(vec![]));
+    let mut failed = Addresses::default();
+    failed.insert("localhost".into(), Err("SERVFAIL".into()));
+    assert_eq!(
+        s.reloader.readdress(failed).await,
+        Ok(vec![]),
+        "keeps its address"
+    );
+    assert_eq!(s.reloader.generation(), 1);
+    let mut moved = Addresses::default();
+    moved.insert("localhost".into(), Ok("127.0.0.9".parse().unwrap()));
+    let report = s.reloader.readdress(moved).await.unwrap();
+    assert_eq!(
+        report,
+        [format!("signalr/localhost:5000: {old} -> 127.0.0.9:5000")]
+    );
+    let after = s.state.load_full();
+    assert_eq!(after.generation, 2);
+    assert_eq!(
+        after.pools[0].endpoints[0].addr.to_string(),
+        "127.0.0.9:5000"
+    );
+    assert!(Arc::ptr_eq(&after.pools[0].endpoints[1].health, &b_health));
+    assert_eq!(s.reloader.counts(), (0, 0), "not counted as a reload");
 }

@@ -1,6 +1,6 @@
 //! One upstream, ready for the request path: address resolved, peer and probe prepared.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::HeaderValue;
@@ -8,6 +8,7 @@ use pingora_core::protocols::tls::CaType;
 use pingora_core::upstreams::peer::HttpPeer;
 
 use super::health::{Health, ProbeTarget, Prober};
+use super::resolve::{literal, Addresses};
 use crate::config::{EndpointSpec, PoolConfig};
 use crate::signalr::token::TokenKey;
 use crate::signalr::Candidate;
@@ -23,6 +24,9 @@ pub struct Endpoint {
     pub authority: HeaderValue,
     /// Resolved (or configured) address.
     pub addr: SocketAddr,
+    /// The address came from DNS (a host name without a fixed `address`): the refresh task
+    /// resolves it again.
+    pub resolved: bool,
     /// Upstream speaks TLS.
     pub tls: bool,
     /// Health state, shared across reloads of an unchanged endpoint.
@@ -36,19 +40,25 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Resolves and prepares one endpoint of `pool`; `ca` is the pool's trust bundle.
+    /// Prepares one endpoint of `pool` at its address (fixed, or what `addresses` says its
+    /// host resolved to); `ca` is the pool's trust bundle.
     pub fn build(
         spec: &EndpointSpec,
         pool: &PoolConfig,
         ca: Option<Arc<CaType>>,
+        addresses: &Addresses,
     ) -> Result<Endpoint, String> {
-        let addr = match spec.address {
-            Some(a) => a,
-            None => (spec.host.as_str(), spec.port)
-                .to_socket_addrs()
-                .map_err(|e| format!("cannot resolve {}:{}: {e}", spec.host, spec.port))?
-                .next()
-                .ok_or_else(|| format!("{} has no address", spec.host))?,
+        let (addr, resolved) = match spec.address {
+            Some(a) => (a, false),
+            None => {
+                let ip = addresses
+                    .get(&spec.host)
+                    .map_err(|e| format!("cannot resolve {}:{}: {e}", spec.host, spec.port))?;
+                (
+                    SocketAddr::new(ip, spec.port),
+                    literal(&spec.host).is_none(),
+                )
+            }
         };
         let authority = spec.authority();
         let authority =
@@ -89,6 +99,7 @@ impl Endpoint {
             host: spec.host.clone(),
             authority,
             addr,
+            resolved,
             tls: spec.tls,
             health: Arc::new(Health::default()),
             prober,

@@ -12,6 +12,7 @@ mod endpoint;
 mod health;
 pub mod limits;
 mod pool;
+pub mod resolve;
 mod routes;
 mod tls;
 mod tokens;
@@ -24,13 +25,14 @@ use ipnet::IpNet;
 
 use pingora_core::tls::sign::CertifiedKey;
 
-use crate::config::{Config, ConfigError, Forwarding, Limits, PathError, ServiceConfig};
+use crate::config::{Config, ConfigError, Forwarding, Limits, PathError, Resolver, ServiceConfig};
 pub use admin_token::{AdminToken, MIN_TOKEN_CHARS};
 pub use endpoint::Endpoint;
 #[cfg(test)]
 pub(crate) use health::Prober;
 use limits::ClientRate;
 pub use pool::Pool;
+use resolve::Addresses;
 use routes::RouteTable;
 use tls::load_certified_key;
 pub use tokens::TokenRefusal;
@@ -56,6 +58,8 @@ pub struct Runtime {
     pub client_rate: Arc<ClientRate>,
     /// The bearer token the admin listener requires, if any.
     pub admin_token: Option<AdminToken>,
+    /// How endpoint host names are resolved again, and how often.
+    pub resolver: Resolver,
     /// 1 for the config loaded at start, one more for each successful reload.
     pub generation: u64,
 }
@@ -64,17 +68,34 @@ pub struct Runtime {
 pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
 
 impl Runtime {
-    /// Compiles a checked config; `previous` keeps health state of unchanged endpoints.
+    /// Compiles a checked config, resolving its endpoint host names now (blocking);
+    /// `previous` keeps health state of unchanged endpoints, and the address of a host while DNS
+    /// still lists it.
     pub fn compile(
         config: &ServiceConfig,
         file: &Path,
         previous: Option<&Runtime>,
     ) -> Result<Runtime, ConfigError> {
+        let known = previous
+            .map(Runtime::resolved_addresses)
+            .unwrap_or_default();
+        let addresses = resolve::resolve_all(config, |host| known.get(host).copied());
+        Runtime::compile_with(config, file, previous, &addresses)
+    }
+
+    /// Compiles a checked config with the endpoint addresses given (`addresses`), so nothing
+    /// is resolved here; `previous` keeps health state of unchanged endpoints.
+    pub fn compile_with(
+        config: &ServiceConfig,
+        file: &Path,
+        previous: Option<&Runtime>,
+        addresses: &Addresses,
+    ) -> Result<Runtime, ConfigError> {
         let mut pools = Vec::with_capacity(config.pools.len());
         for (name, cfg) in &config.pools {
             let old = previous.and_then(|p| p.pool(name));
             pools.push(Arc::new(
-                Pool::compile(name, cfg, old).map_err(|e| e.in_file(file))?,
+                Pool::compile(name, cfg, old, addresses).map_err(|e| e.in_file(file))?,
             ));
         }
         let routes = RouteTable::compile(
@@ -116,8 +137,19 @@ impl Runtime {
             limits: config.limits.clone(),
             client_rate,
             admin_token,
+            resolver: config.resolver.clone(),
             generation: previous.map_or(1, |p| p.generation + 1),
         })
+    }
+
+    /// The address each host name of the active endpoints resolved to (not the fixed ones).
+    pub fn resolved_addresses(&self) -> std::collections::BTreeMap<&str, std::net::IpAddr> {
+        self.pools
+            .iter()
+            .flat_map(|p| &p.endpoints)
+            .filter(|e| e.resolved)
+            .map(|e| (e.host.as_str(), e.addr.ip()))
+            .collect()
     }
 
     /// A pool by name.

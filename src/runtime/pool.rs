@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::endpoint::Endpoint;
+use super::resolve::Addresses;
 use super::tls::load_ca_file;
 use super::tokens::{TokenGate, TokenRefusal};
 use crate::config::{HostHeader, PathError, PoolConfig, PoolKind};
@@ -30,11 +31,13 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Compiles a configured pool; `previous` lends health state to unchanged endpoints.
+    /// Compiles a configured pool; `previous` lends health state to unchanged endpoints;
+    /// `addresses` holds what the endpoints' host names resolved to.
     pub fn compile(
         name: &str,
         cfg: &PoolConfig,
         previous: Option<&Pool>,
+        addresses: &Addresses,
     ) -> Result<Pool, PathError> {
         let path = format!("pools.{name}");
         let ca = match &cfg.tls.ca_file {
@@ -45,7 +48,7 @@ impl Pool {
         };
         let mut endpoints = Vec::with_capacity(cfg.endpoints.len());
         for (i, spec) in cfg.endpoints.iter().enumerate() {
-            let mut ep = Endpoint::build(spec, cfg, ca.clone())
+            let mut ep = Endpoint::build(spec, cfg, ca.clone(), addresses)
                 .map_err(|m| PathError::new(format!("{path}.endpoints[{i}]"), m))?;
             if let Some(old) =
                 previous.and_then(|p| p.endpoints.iter().find(|o| o.same_target(&ep)))

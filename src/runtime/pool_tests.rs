@@ -13,7 +13,7 @@ fn pool_config(yaml: &str) -> PoolConfig {
 }
 
 fn pool(yaml: &str) -> Pool {
-    Pool::compile("p", &pool_config(yaml), None).unwrap()
+    Pool::compile("p", &pool_config(yaml), None, &Default::default()).unwrap()
 }
 
 /// Index of an endpoint: active ones first, then retired ones.
@@ -104,13 +104,13 @@ fn app_pools_round_robin_over_healthy_endpoints() {
 fn health_state_survives_recompiling_an_unchanged_endpoint() {
     let old = pool(SIGNALR);
     old.endpoints[2].health.record(false, 1, 1);
-    let new = Pool::compile("p", &pool_config(SIGNALR), Some(&old)).unwrap();
+    let new = Pool::compile("p", &pool_config(SIGNALR), Some(&old), &Default::default()).unwrap();
     assert!(!new.endpoints[2].is_healthy());
     assert!(new.endpoints[0].is_healthy());
 }
 
 fn recompile(yaml: &str, previous: &Pool) -> Pool {
-    Pool::compile("p", &pool_config(yaml), Some(previous)).unwrap()
+    Pool::compile("p", &pool_config(yaml), Some(previous), &Default::default()).unwrap()
 }
 
 #[test]

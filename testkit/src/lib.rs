@@ -1,7 +1,7 @@
 //! Fixtures shared by signalr-edge's integration tests and benches: `signalr-edge` processes on
 //! ephemeral ports, emulated ASRS instances, a typed builder for the edge's YAML file, test
 //! certificates, one SignalR client for WebSockets, Server-Sent Events and long polling, and
-//! raw HTTP/1.1 probes with a recording upstream (`raw`).
+//! raw HTTP/1.1 probes with a recording upstream (`raw`), and a DNS server (`dns`).
 //! Everything runs on 127.0.0.1 and is stopped or removed on drop.
 //!
 //! The edge binary is found next to the running test or bench (see [`process::edge_binary`]):
@@ -12,6 +12,7 @@
 pub mod certs;
 pub mod client;
 pub mod config;
+pub mod dns;
 pub mod edge;
 pub mod emulator;
 pub mod fuzz;
@@ -24,9 +25,10 @@ pub use client::negotiate::{negotiate, Negotiated};
 pub use client::ws::ws_whoami;
 pub use client::{http, Client, Error, Target, Transport};
 pub use config::{
-    ClientLimits, EdgeConfig, Endpoint, HealthCheck, Limits, Listener, Pool, Route, Server,
-    Timeouts, Tokens,
+    ClientLimits, EdgeConfig, Endpoint, HealthCheck, Limits, Listener, Pool, Resolver, Route,
+    Server, Timeouts, Tokens,
 };
+pub use dns::{Answer, TestDns};
 pub use edge::Edge;
 pub use emulator::{addr_of, app_server, emulator, endpoint_of, instance, signalr_pool, token};
 pub use process::{edge_binary, free_port, send_signal, wait_for, TempDir};

@@ -69,6 +69,8 @@ fn exercise(text: &str, tally: &mut Tally) {
     let l = &cfg.service.limits;
     let _ = now + l.header_timeout + l.idle_timeout + l.body_timeout + l.send_timeout;
     let _ = now + l.per_client.interval;
+    let r = &cfg.service.resolver;
+    let _ = now + r.refresh + r.timeout;
     for daemon in [false, true] {
         let conf = server_conf(s, daemon);
         assert!(conf.threads >= 1 && conf.grace_period_seconds.is_some());

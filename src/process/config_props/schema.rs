@@ -260,8 +260,9 @@ pub fn base() -> BoxedStrategy<Value> {
         pool(),
         prop::collection::vec(route(), 1..3),
         sections::limits(),
+        sections::resolver(),
     )
-        .prop_map(|(server, first, second, p, routes, limits)| {
+        .prop_map(|(server, first, second, p, routes, limits, resolver)| {
             let mut pools = Mapping::new();
             pools.insert(s("p"), p);
             let listeners = std::iter::once(first).chain(second).collect();
@@ -271,6 +272,7 @@ pub fn base() -> BoxedStrategy<Value> {
                 ("pools", Some(Value::Mapping(pools))),
                 ("routes", Some(Value::Sequence(routes))),
                 ("limits", limits),
+                ("resolver", resolver),
             ])
         })
         .boxed()

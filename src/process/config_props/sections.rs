@@ -97,6 +97,30 @@ pub fn tokens() -> BoxedStrategy<Option<Value>> {
     prop::option::weighted(0.5, section).boxed()
 }
 
+/// The `resolver` section, or none. (The generated endpoints all have an `address`: nothing
+/// is resolved, whatever the nameservers.)
+pub fn resolver() -> BoxedStrategy<Option<Value>> {
+    let nameservers = prop::sample::select(vec![
+        vec![],
+        vec!["127.0.0.1:53"],
+        vec!["[::1]:5353", "10.0.0.2:53"],
+    ])
+    .prop_map(|ns| Value::Sequence(ns.into_iter().map(s).collect()));
+    let section = (
+        between(Duration::from_millis(100), Duration::from_secs(24 * 3600)),
+        between(Duration::from_millis(1), Duration::from_secs(60)),
+        prop::option::of(nameservers),
+    )
+        .prop_map(|(refresh, timeout, nameservers)| {
+            map(vec![
+                ("refresh", refresh),
+                ("timeout", timeout),
+                ("nameservers", nameservers),
+            ])
+        });
+    prop::option::weighted(0.5, section).boxed()
+}
+
 /// Keys of these sections past their bounds (each error names the key).
 pub fn wild() -> Vec<(&'static str, Vec<Value>)> {
     let durations = |max: &str| vec![s("0s"), s(max), s(format!("{}s", u64::MAX))];
@@ -112,5 +136,10 @@ pub fn wild() -> Vec<(&'static str, Vec<Value>)> {
         ("limits.per_client.connections", counts(MAX_COUNT)),
         ("pools.p.tokens.cache_size", counts(1_000_000)),
         ("listeners[0].max_connections", counts(MAX_COUNT)),
+        (
+            "resolver.refresh",
+            [durations("86401s"), vec![s("99ms")]].concat(),
+        ),
+        ("resolver.timeout", durations("61s")),
     ]
 }

@@ -101,16 +101,22 @@ async fn a_scheduler_that_panics_or_stops_is_started_again() {
     let started = Arc::new(AtomicUsize::new(0));
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let s = started.clone();
-    let supervisor = tokio::spawn(supervise("test", shutdown, Duration::ZERO, move || {
-        let n = s.fetch_add(1, Ordering::Relaxed);
-        async move {
-            match n {
-                0 => panic!("a scheduler bug"),
-                1 => {} // returns: stopped
-                _ => std::future::pending().await,
+    let supervisor = tokio::spawn(supervise(
+        "test",
+        shutdown,
+        Duration::ZERO,
+        &SCHEDULER_RESTARTS,
+        move || {
+            let n = s.fetch_add(1, Ordering::Relaxed);
+            async move {
+                match n {
+                    0 => panic!("a scheduler bug"),
+                    1 => {} // returns: stopped
+                    _ => std::future::pending().await,
+                }
             }
-        }
-    }));
+        },
+    ));
     eventually("a third start", || started.load(Ordering::Relaxed) >= 3).await;
     assert!(counts().scheduler_restarts >= restarts_before + 2);
     assert!(!supervisor.is_finished(), "the third one runs");

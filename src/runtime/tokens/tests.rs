@@ -22,7 +22,7 @@ endpoints:
 tokens: { verify: true, clock_skew: 5s, audiences: [Shared.Example] }";
 
 fn pool(yaml: &str, previous: Option<&Pool>) -> Pool {
-    Pool::compile("p", &pool_config(yaml), previous).unwrap()
+    Pool::compile("p", &pool_config(yaml), previous, &Default::default()).unwrap()
 }
 
 fn token(key: &str, host: &str, hub: &str) -> String {

@@ -41,6 +41,23 @@ pub struct EdgeConfig {
     /// Client, connection and request limits.
     #[serde(skip_serializing_if = "Limits::is_empty")]
     pub limits: Limits,
+    /// How endpoint host names are resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<Resolver>,
+}
+
+/// The `resolver` section.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Resolver {
+    /// Time between two resolutions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<String>,
+    /// DNS servers, `ip:port`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<String>,
+    /// Longest wait for one answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
 }
 
 /// The `server` section; `None` leaves the edge's default.
@@ -275,6 +292,23 @@ impl EdgeConfig {
     /// Sets the limits (`Limits::default()` leaves every default).
     pub fn limits(mut self, limits: Limits) -> EdgeConfig {
         self.limits = limits;
+        self
+    }
+
+    /// Resolves endpoint host names at `nameserver` (`ip:port`) every `refresh`, waiting at
+    /// most `timeout` for an answer.
+    pub fn resolver(
+        mut self,
+        nameserver: impl ToString,
+        refresh: std::time::Duration,
+        timeout: std::time::Duration,
+    ) -> EdgeConfig {
+        let text = |d| humantime::format_duration(d).to_string();
+        self.resolver = Some(Resolver {
+            refresh: Some(text(refresh)),
+            nameservers: vec![nameserver.to_string()],
+            timeout: Some(text(timeout)),
+        });
         self
     }
 

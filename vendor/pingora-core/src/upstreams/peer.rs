@@ -786,6 +786,9 @@ impl Hash for HttpPeer {
         self.verify_cert().hash(state);
         self.verify_hostname().hash(state);
         self.alternative_cn().hash(state);
+        // the CAs the origin server cert was verified against: a connection verified under
+        // one bundle must not be reused by a peer that trusts another
+        hash_ca(self.get_ca(), state);
         #[cfg(feature = "s2n")]
         self.get_psk().hash(state);
         self.group_key.hash(state);
@@ -798,6 +801,26 @@ impl Hash for HttpPeer {
         self.options.curves.hash(state);
         self.options.second_keyshare.hash(state);
     }
+}
+
+/// Hash the content (not the allocation, which a later bundle may reuse) of a CA bundle.
+fn hash_ca<H: Hasher>(ca: Option<&Arc<CaType>>, state: &mut H) {
+    ca.is_some().hash(state);
+    let Some(ca) = ca else {
+        return;
+    };
+    #[cfg(feature = "rustls")]
+    for cert in ca.iter() {
+        cert.borrow_raw_cert().hash(state);
+    }
+    #[cfg(feature = "openssl_derived")]
+    for cert in ca.iter() {
+        cert.to_der().unwrap_or_default().hash(state);
+    }
+    #[cfg(feature = "s2n")]
+    ca.raw_pem.hash(state);
+    #[cfg(not(feature = "any_tls"))]
+    let _ = ca;
 }
 
 impl Display for HttpPeer {
