@@ -11,9 +11,10 @@ use log::debug;
 use pingora_http::RequestHeader;
 
 use super::forwarded;
+use super::pinning::{self, NegotiateWatch};
 use super::refusal::Refusal;
 use super::target;
-use crate::runtime::{Endpoint, Pool, Runtime};
+use crate::runtime::{Endpoint, LoadGuard, Pool, Runtime};
 use crate::signalr::{AffinityInput, Rule};
 
 /// Who the client is, from the peer address and trusted forwarding headers.
@@ -43,6 +44,10 @@ pub struct Selection {
     /// The origin-form target to send upstream instead of the client's: the normalised path
     /// that was routed (see `target`).
     pub rewrite: Option<String>,
+    /// The request counted on its endpoint's load, to its end.
+    pub load: Option<LoadGuard>,
+    /// A negotiate whose answer pins its endpoint (pools that pin).
+    pub negotiate: Option<NegotiateWatch>,
 }
 
 impl Client {
@@ -92,6 +97,8 @@ pub fn select(
         })?;
     }
     let (endpoint, rule) = pool.choose(&input).ok_or(Refusal::NoHealthyEndpoint)?;
+    sel.load = Some(endpoint.load.hold());
+    sel.negotiate = pinning::watch(pool, &req.method, &target.path, &input);
     sel.endpoint = Some(endpoint.clone());
     sel.choice = Some(rule);
     Ok(())

@@ -1,7 +1,7 @@
-//! What the request path reads: the compiled generation (routes, pools with their token gates,
-//! endpoints with their health and keys, trusted proxies, listener certificates), swapped as a
-//! whole behind an `ArcSwap` so a request sees one consistent generation, and the process phase
-//! (`drain`).
+//! What the request path reads: the compiled generation (routes, pools with their token gates
+//! and pair pins, endpoints with their health, load and keys, trusted proxies, listener
+//! certificates), swapped as a whole behind an `ArcSwap` so a request sees one consistent
+//! generation, and the process phase (`drain`).
 //!
 //! Built from `config`'s [`ServiceConfig`] only; uses `signalr` for the rule chain and token
 //! verification.
@@ -11,6 +11,8 @@ pub(crate) mod drain;
 mod endpoint;
 mod health;
 pub mod limits;
+mod load;
+mod pins;
 mod pool;
 mod routes;
 mod tls;
@@ -27,6 +29,8 @@ use pingora_core::tls::sign::CertifiedKey;
 use crate::config::{Config, ConfigError, Forwarding, Limits, PathError, ServiceConfig};
 pub use admin_token::{AdminToken, MIN_TOKEN_CHARS};
 pub use endpoint::Endpoint;
+pub use load::LoadGuard;
+pub use pins::{PinKey, PinStore};
 #[cfg(test)]
 pub(crate) use health::Prober;
 use limits::ClientRate;
