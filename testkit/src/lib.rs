@@ -24,8 +24,8 @@ pub use client::negotiate::{negotiate, Negotiated};
 pub use client::ws::ws_whoami;
 pub use client::{http, Client, Error, Target, Transport};
 pub use config::{
-    ClientLimits, EdgeConfig, Endpoint, HealthCheck, Limits, Listener, Pool, Route, Server,
-    Timeouts, Tokens,
+    ClientLimits, EdgeConfig, Endpoint, HealthCheck, Limits, Listener, Pinning, Pool, Route,
+    Server, Timeouts, Tokens,
 };
 pub use edge::Edge;
 pub use emulator::{addr_of, app_server, emulator, endpoint_of, instance, signalr_pool, token};
