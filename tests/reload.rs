@@ -1027,7 +1027,11 @@ async fn pair_storm(em: &Emulator, arm: &str, pinning: bool) -> (PairStorm, Pair
             .filter(|i| with_c || i.state.settings.name != "c")
             .fold(pool, |p, i| p.endpoint(endpoint_of(i)))
     };
-    let config = |with_c| EdgeConfig::new().pool(pool(with_c)).route(Route::new("/client/", "signalr"));
+    let config = |with_c| {
+        EdgeConfig::new()
+            .pool(pool(with_c))
+            .route(Route::new("/client/", "signalr"))
+    };
     let site = EdgeSite::new();
     site.write(&config(false), 1);
     let mut edge = site.spawn(arm, false);
@@ -1107,9 +1111,11 @@ async fn pair_storm(em: &Emulator, arm: &str, pinning: bool) -> (PairStorm, Pair
     for h in connects {
         h.await.unwrap();
     }
-    wait_for(Duration::from_secs(20), "the storm going on after the reload", || {
-        (storm.ok.load(Ordering::Relaxed) >= before_reload + 20).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "the storm going on after the reload",
+        || (storm.ok.load(Ordering::Relaxed) >= before_reload + 20).then_some(()),
+    )
     .await;
     let _ = stop.send(true);
     for h in loops {
@@ -1163,7 +1169,10 @@ async fn a_reload_adding_an_endpoint_splits_no_negotiate_connect_pair() {
          storm: {storm_ok} pairs, {storm_split} got 404; {pinned} requests routed by pins"
     );
     assert_eq!((split, storm_split), (0, 0), "{other:?} {storm_other:?}");
-    assert!(other.is_empty() && storm_other.is_empty(), "{other:?} {storm_other:?}");
+    assert!(
+        other.is_empty() && storm_other.is_empty(),
+        "{other:?} {storm_other:?}"
+    );
     assert_eq!(ok, STRADDLING_PAIRS);
     assert!(pinned > 0);
 }

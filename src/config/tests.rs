@@ -372,18 +372,46 @@ fn pinning_is_on_for_signalr_pools_and_bounded_load_off_by_default() {
         (30, 5, Some(1.25))
     );
     let cases: &[(&str, &str, &str)] = &[
-        ("pinning: { ttl: 0s }", "pools.signalr.pinning.ttl", "more than 0"),
-        ("pinning: { ttl: 86401s }", "pools.signalr.pinning.ttl", "at most"),
+        (
+            "pinning: { ttl: 0s }",
+            "pools.signalr.pinning.ttl",
+            "more than 0",
+        ),
+        (
+            "pinning: { ttl: 86401s }",
+            "pools.signalr.pinning.ttl",
+            "at most",
+        ),
         (
             "pinning: { capacity: 1000001 }",
             "pools.signalr.pinning.capacity",
             "at most 1000000",
         ),
-        ("pinning: { tl: 1s }", "pools.signalr.pinning", "unknown field `tl`"),
-        ("bounded_load: 0.99", "pools.signalr.bounded_load", "from 1 to 100"),
-        ("bounded_load: 101", "pools.signalr.bounded_load", "from 1 to 100"),
-        ("bounded_load: .nan", "pools.signalr.bounded_load", "from 1 to 100"),
-        ("bounded_load: .inf", "pools.signalr.bounded_load", "from 1 to 100"),
+        (
+            "pinning: { tl: 1s }",
+            "pools.signalr.pinning",
+            "unknown field `tl`",
+        ),
+        (
+            "bounded_load: 0.99",
+            "pools.signalr.bounded_load",
+            "from 1 to 100",
+        ),
+        (
+            "bounded_load: 101",
+            "pools.signalr.bounded_load",
+            "from 1 to 100",
+        ),
+        (
+            "bounded_load: .nan",
+            "pools.signalr.bounded_load",
+            "from 1 to 100",
+        ),
+        (
+            "bounded_load: .inf",
+            "pools.signalr.bounded_load",
+            "from 1 to 100",
+        ),
         (
             "bounded_load: 2\n    pinning: { capacity: 0 }",
             "pools.signalr.bounded_load",

@@ -1,14 +1,14 @@
-//! Pair pinning on the request path: a negotiate routed to a pool that pins is watched, and
-//! once its endpoint answers `200` the pool remembers that endpoint by the negotiate's request
-//! id (at the status) and by the connection ids in the body (as soon as the body parses, before
-//! its last bytes reach the client). The body passes unchanged. The lookup side is
-//! `Pool::choose`.
+//! Pair pinning on the request path: a negotiate that a hashing rule routed, in a pool that
+//! pins, is watched, and once its endpoint answers `200` the pool remembers that endpoint by the
+//! negotiate's request id (at the status) and by the connection ids in the body (as soon as the
+//! body parses, before its last bytes reach the client). The body passes unchanged. The lookup
+//! side is `Pool::choose`.
 
 use pingora_http::ResponseHeader;
 
 use crate::runtime::{Endpoint, Pool};
 use crate::signalr::negotiate::{is_negotiate, NegotiateCapture};
-use crate::signalr::AffinityInput;
+use crate::signalr::{AffinityInput, Rule};
 
 /// What is known of a negotiate on its way: its request id, and its answer's body so far.
 #[derive(Debug, Default)]
@@ -17,14 +17,18 @@ pub struct NegotiateWatch {
     capture: Option<NegotiateCapture>,
 }
 
-/// A watch for `method path` when it is a negotiate and `pool` pins; `None` otherwise.
+/// A watch for `method path` when it is a negotiate that `rule` sent to its endpoint and
+/// `pool` pins; `None` otherwise. A negotiate the audience rule placed needs no pin: its
+/// connection's token names that endpoint in every later request.
 pub fn watch(
     pool: &Pool,
+    rule: Rule,
     method: &http::Method,
     path: &str,
     input: &AffinityInput<'_>,
 ) -> Option<NegotiateWatch> {
-    (pool.pins.is_some() && is_negotiate(method, path)).then(|| NegotiateWatch {
+    let hashed = !matches!(rule, Rule::Audience | Rule::Retired);
+    (hashed && pool.pins.is_some() && is_negotiate(method, path)).then(|| NegotiateWatch {
         request_id: input.request_id.as_deref().map(<[u8]>::to_vec),
         capture: None,
     })
@@ -64,7 +68,6 @@ impl NegotiateWatch {
 mod tests {
     use super::*;
     use crate::config;
-    use crate::signalr::Rule;
     use std::sync::Arc;
 
     fn pool(extra: &str) -> Pool {
@@ -85,14 +88,14 @@ mod tests {
         r
     }
 
-    const BODY: &str =
-        r#"{"negotiateVersion":1,"connectionId":"cid","connectionToken":"t%2B1","availableTransports":[]}"#;
+    const BODY: &str = r#"{"negotiateVersion":1,"connectionId":"cid","connectionToken":"t%2B1","availableTransports":[]}"#;
 
     /// Negotiates `query` on `pool` with endpoint `ep` answering `status` and `BODY` in two
     /// chunks.
     fn negotiate(pool: &Pool, ep: usize, query: &str, resp: ResponseHeader) {
         let input = AffinityInput::new(Some(query), None, None);
-        let mut w = watch(pool, &http::Method::POST, "/client/negotiate", &input).unwrap();
+        let post = &http::Method::POST;
+        let mut w = watch(pool, Rule::RequestId, post, "/client/negotiate", &input).unwrap();
         let ep = &pool.endpoints[ep];
         w.on_response(&resp, pool, ep);
         let (a, b) = BODY.as_bytes().split_at(30);
@@ -121,7 +124,10 @@ mod tests {
         let (_, other) = ring_and_other(&p, "r1");
         // The negotiate went elsewhere than the ring says now (the ring changed since).
         negotiate(&p, other, "hub=chat&asrs_request_id=r1", ok(None));
-        assert_eq!(route(&p, "hub=chat&asrs_request_id=r1&id=x"), (other, Rule::Pinned));
+        assert_eq!(
+            route(&p, "hub=chat&asrs_request_id=r1&id=x"),
+            (other, Rule::Pinned)
+        );
         // The connection token as the client sends it (percent-encoded), without a request id.
         assert_eq!(route(&p, "hub=chat&id=t%252B1"), (other, Rule::Pinned));
         assert_eq!(route(&p, "id=cid"), (other, Rule::Pinned));
@@ -146,11 +152,22 @@ mod tests {
         assert_eq!(route(&p, "asrs_request_id=r2"), (other, Rule::Pinned));
         assert_ne!(route(&p, "id=cid").1, Rule::Pinned);
         let input = AffinityInput::new(Some("asrs_request_id=r2"), None, None);
-        assert!(watch(&p, &http::Method::POST, "/client/", &input).is_none());
-        assert!(watch(&p, &http::Method::GET, "/client/negotiate", &input).is_none());
+        let (post, n) = (&http::Method::POST, "/client/negotiate");
+        assert!(watch(&p, Rule::RequestId, post, "/client/", &input).is_none());
+        assert!(watch(&p, Rule::RequestId, &http::Method::GET, n, &input).is_none());
+        // The audience rule needs no pin; the hashing rules and a pin itself do.
+        assert!(watch(&p, Rule::Audience, post, n, &input).is_none());
+        for rule in [
+            Rule::Signature,
+            Rule::ClientIp,
+            Rule::RoundRobin,
+            Rule::Pinned,
+        ] {
+            assert!(watch(&p, rule, post, n, &input).is_some(), "{rule}");
+        }
         let off = pool("pinning: { capacity: 0 }\n");
         assert!(off.pins.is_none());
-        assert!(watch(&off, &http::Method::POST, "/client/negotiate", &input).is_none());
+        assert!(watch(&off, Rule::RequestId, post, n, &input).is_none());
     }
 
     #[test]
@@ -164,7 +181,10 @@ mod tests {
         let file: config::Pool = serde_yaml::from_str(yaml).unwrap();
         let three =
             Pool::compile("p", &config::check_pool("p", &file).unwrap(), Some(&two)).unwrap();
-        assert!(Arc::ptr_eq(two.pins.as_ref().unwrap(), three.pins.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(
+            two.pins.as_ref().unwrap(),
+            three.pins.as_ref().unwrap()
+        ));
         let input = AffinityInput::new(Some("id=cid"), None, None);
         let (e, rule) = three.choose(&input).unwrap();
         assert_eq!((e.name.as_str(), rule), ("a.example", Rule::Pinned));

@@ -29,11 +29,11 @@ use pingora_core::tls::sign::CertifiedKey;
 use crate::config::{Config, ConfigError, Forwarding, Limits, PathError, ServiceConfig};
 pub use admin_token::{AdminToken, MIN_TOKEN_CHARS};
 pub use endpoint::Endpoint;
-pub use load::LoadGuard;
-pub use pins::{PinKey, PinStore};
 #[cfg(test)]
 pub(crate) use health::Prober;
 use limits::ClientRate;
+pub use load::LoadGuard;
+pub use pins::{PinKey, PinStore};
 pub use pool::Pool;
 use routes::RouteTable;
 use tls::load_certified_key;

@@ -63,7 +63,8 @@ impl PinStore {
     /// Pins `key` to the endpoint named `endpoint` (again: renews it).
     pub fn pin(&self, key: PinKey<'_>, endpoint: &Arc<str>) {
         let h = self.hasher.hash_one(key);
-        self.cache.put(&h, endpoint.clone(), Some(self.settings.ttl));
+        self.cache
+            .put(&h, endpoint.clone(), Some(self.settings.ttl));
     }
 
     /// The endpoint name `key` is pinned to, if the pin has not expired.
@@ -127,7 +128,11 @@ mod tests {
     #[test]
     fn off_and_carried_across_reloads() {
         let on = Pinning::default();
-        assert!(PinStore::new(&Pinning { capacity: 0, ..on.clone() }).is_none());
+        assert!(PinStore::new(&Pinning {
+            capacity: 0,
+            ..on.clone()
+        })
+        .is_none());
         let first = PinStore::carry(None, &on).unwrap();
         first.pin(PinKey::RequestId(b"r"), &Arc::from("a"));
         let same = PinStore::carry(Some(&first), &on).unwrap();
@@ -139,6 +144,13 @@ mod tests {
         };
         let fresh = PinStore::carry(Some(&first), &other).unwrap();
         assert!(!Arc::ptr_eq(&first, &fresh) && fresh.ttl() == Duration::from_secs(5));
-        assert!(PinStore::carry(Some(&first), &Pinning { capacity: 0, ..other }).is_none());
+        assert!(PinStore::carry(
+            Some(&first),
+            &Pinning {
+                capacity: 0,
+                ..other
+            }
+        )
+        .is_none());
     }
 }

@@ -120,14 +120,15 @@ impl Affinity {
                     .as_deref()
                     .and_then(|t| audience(t, active))
                     .filter(|&i| healthy(i)),
-                Rule::RequestId => input.request_id.as_deref().and_then(|k| {
-                    match self.bounded_load {
-                        None => self.ring.pick(k, healthy),
-                        Some(c) => self
-                            .ring
-                            .pick_bounded(k, healthy, |i| active[i].load(), c),
-                    }
-                }),
+                Rule::RequestId => {
+                    input
+                        .request_id
+                        .as_deref()
+                        .and_then(|k| match self.bounded_load {
+                            None => self.ring.pick(k, healthy),
+                            Some(c) => self.ring.pick_bounded(k, healthy, |i| active[i].load(), c),
+                        })
+                }
                 Rule::Signature => input
                     .token
                     .as_deref()
