@@ -425,6 +425,9 @@ fn extremes(em: &Emulator, site: &EdgeSite) -> Vec<(&'static str, String, bool)>
         ("pools.signalr.tokens.verify", "true"),
         ("pools.signalr.tokens.clock_skew", "300s"),
         ("pools.signalr.tokens.cache_size", "1000000"),
+        ("pools.signalr.pinning.ttl", "86400s"),
+        ("pools.signalr.pinning.capacity", "1000000"),
+        ("pools.signalr.bounded_load", "100"),
     ]
     .map(|(k, v)| (k, v.to_string()));
     let all_upper = [upper.as_slice(), &sections].concat();
@@ -437,6 +440,9 @@ fn extremes(em: &Emulator, site: &EdgeSite) -> Vec<(&'static str, String, bool)>
         ("pools.signalr.health_check.interval", "1ns"),
         ("pools.signalr.health_check.healthy_threshold", "1"),
         ("pools.signalr.health_check.unhealthy_threshold", "1"),
+        ("pools.signalr.pinning.ttl", "1ns"),
+        ("pools.signalr.pinning.capacity", "1"),
+        ("pools.signalr.bounded_load", "1"),
     ];
     let pki = test_pki(&site.dir.0, "edge.test");
     let tls = config(Some(em)).listener(site.listener().tls(&pki.cert, &pki.key));

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use asrs_emulator::Emulator;
+use asrs_emulator::{Emulator, InstanceConfig};
 use testkit::*;
 use tokio::sync::{watch, RwLock};
 
@@ -1006,4 +1006,228 @@ async fn upgrade_script_replaces_a_daemon() {
     assert_eq!(status["pid"], new, "{status}");
     assert_eq!(status["started_by_upgrade"], true, "{status}");
     println!("upgrade script: {ok} requests on fresh connections, none failed\n{output}");
+}
+
+/// Negotiate/connect pairs in front of instances that all accept one token (a shared key,
+/// audiences not checked), chosen by request id alone.
+struct PairStorm {
+    /// Pairs that connected and echoed.
+    ok: AtomicUsize,
+    /// Connects (or a transport's later requests) answered 404: the pair was split.
+    not_found: AtomicUsize,
+    /// Anything else that failed.
+    other: Mutex<Vec<String>>,
+}
+
+impl PairStorm {
+    fn new() -> Arc<PairStorm> {
+        Arc::new(PairStorm {
+            ok: AtomicUsize::new(0),
+            not_found: AtomicUsize::new(0),
+            other: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn record(&self, what: &str, r: Result<(), Error>) {
+        match r {
+            Ok(()) => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) if e.to_string().contains("404") => {
+                self.not_found.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => self.other.lock().unwrap().push(format!("{what}: {e}")),
+        }
+    }
+}
+
+/// The connect of a negotiated pair over `transport`, one echo, and the client's close (a
+/// `DELETE` for long polling): the connect and the transport's later requests.
+async fn connect_pair(
+    http: &reqwest::Client,
+    target: &Target,
+    transport: Transport,
+    id: &str,
+) -> Result<(), Error> {
+    let mut client = Client::open(http, target, transport, id).await?;
+    client.echo(1).await?;
+    client.close().await;
+    Ok(())
+}
+
+fn transport_of(i: usize) -> Transport {
+    [
+        Transport::WebSockets,
+        Transport::ServerSentEvents,
+        Transport::LongPolling,
+    ][i % 3]
+}
+
+/// Pairs whose negotiate runs before the reload and whose connect runs after it.
+const STRADDLING_PAIRS: usize = 90;
+/// Storm loops that negotiate and connect without pause across the reload.
+const STORM_LOOPS: usize = 4;
+
+/// Runs the storm against a fresh edge over instances a and b, reloading to add c while
+/// `STRADDLING_PAIRS` pairs wait between negotiate and connect: what became of the straddling
+/// pairs, of the storm's pairs, and the edge's log.
+async fn pair_storm(em: &Emulator, arm: &str, pinning: bool) -> (PairStorm, PairStorm, String) {
+    let pool = |with_c: bool| {
+        let mut pool = Pool::signalr("signalr").affinity(&["request_id"]);
+        if !pinning {
+            pool = pool.pinning(Pinning::off());
+        }
+        em.instances
+            .iter()
+            .filter(|i| with_c || i.state.settings.name != "c")
+            .fold(pool, |p, i| p.endpoint(endpoint_of(i)))
+    };
+    let config = |with_c| {
+        EdgeConfig::new()
+            .pool(pool(with_c))
+            .route(Route::new("/client/", "signalr"))
+    };
+    let site = EdgeSite::new();
+    site.write(&config(false), 1);
+    let mut edge = site.spawn(arm, false);
+    site.wait_ready(&mut edge).await;
+    let template = Target {
+        base: site.url(""),
+        token: token("key-s", "shared.service.signalr.net", "chat"),
+        request_id: String::new(),
+    };
+    let target = move |request_id: String| Target {
+        request_id,
+        ..template.clone()
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    // The storm: negotiate, connect, echo, close, again, from before the reload to after it.
+    let storm = PairStorm::new();
+    let (stop, _) = watch::channel(false);
+    let mut loops = Vec::new();
+    for k in 0..STORM_LOOPS {
+        let (storm, http, stop) = (storm.clone(), http.clone(), stop.subscribe());
+        let target = target.clone();
+        let arm = arm.to_string();
+        loops.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !*stop.borrow() {
+                n += 1;
+                let t = target(format!("{arm}-storm{k}-{n}"));
+                let pair = match t.negotiate(&http).await {
+                    Ok((_, id)) => connect_pair(&http, &t, transport_of(n), &id).await,
+                    Err(e) => Err(e),
+                };
+                storm.record("storm", pair);
+            }
+        }));
+    }
+    wait_for(Duration::from_secs(20), "the storm under way", || {
+        (storm.ok.load(Ordering::Relaxed) >= 10).then_some(())
+    })
+    .await;
+
+    // Pairs that negotiate now, on the ring {a, b}...
+    let straddling = PairStorm::new();
+    let mut negotiated = Vec::new();
+    for i in 0..STRADDLING_PAIRS {
+        let (t, http) = (target(format!("{arm}-pair{i}")), http.clone());
+        negotiated.push(tokio::spawn(async move {
+            let r = t.negotiate(&http).await;
+            (t, r)
+        }));
+    }
+    let mut pending = Vec::new();
+    for (i, h) in negotiated.into_iter().enumerate() {
+        match h.await.unwrap() {
+            (t, Ok((_, id))) => pending.push((i, t, id)),
+            (_, Err(e)) => straddling.record("negotiate", Err(e)),
+        }
+    }
+    // ... a reload adds c in the middle of the storm ...
+    let before_reload = storm.ok.load(Ordering::Relaxed);
+    let c_before = em.instances[2].state.negotiations();
+    site.write(&config(true), 1);
+    let (code, report) = site.reload().await;
+    assert_eq!(code, 200, "{report}");
+    // ... and they connect on the ring {a, b, c}.
+    let mut connects = Vec::new();
+    for (i, t, id) in pending {
+        let (straddling, http) = (straddling.clone(), http.clone());
+        connects.push(tokio::spawn(async move {
+            let r = connect_pair(&http, &t, transport_of(i), &id).await;
+            straddling.record("connect", r);
+        }));
+    }
+    for h in connects {
+        h.await.unwrap();
+    }
+    wait_for(
+        Duration::from_secs(20),
+        "the storm going on after the reload",
+        || (storm.ok.load(Ordering::Relaxed) >= before_reload + 20).then_some(()),
+    )
+    .await;
+    let _ = stop.send(true);
+    for h in loops {
+        let _ = tokio::time::timeout(Duration::from_secs(15), h).await;
+    }
+    assert!(
+        em.instances[2].state.negotiations() > c_before,
+        "new pairs reach the endpoint the reload added"
+    );
+    let unwrap = |s: Arc<PairStorm>| Arc::try_unwrap(s).ok().unwrap();
+    (unwrap(straddling), unwrap(storm), edge.log())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adding_an_endpoint_splits_no_negotiate_connect_pair() {
+    // One key, audiences not checked: replicas that all accept a token. A long connect window
+    // keeps the instances' own 5 s expiry out of a test run on a busy machine.
+    let em = emulator(
+        ["a", "b", "c"]
+            .into_iter()
+            .map(|n| InstanceConfig {
+                connect_window: Duration::from_secs(60),
+                ..instance(n, "key-s", false)
+            })
+            .collect(),
+    )
+    .await;
+    let count = |s: &PairStorm| {
+        (
+            s.ok.load(Ordering::Relaxed),
+            s.not_found.load(Ordering::Relaxed),
+            s.other.lock().unwrap().clone(),
+        )
+    };
+    // The control: without pins, the pairs whose request id moved to c are split.
+    let (straddling, storm, _) = pair_storm(&em, "unpinned", false).await;
+    let (ok, split, other) = count(&straddling);
+    let (storm_ok, storm_split, _) = count(&storm);
+    println!(
+        "without pinning: {ok} of {STRADDLING_PAIRS} straddling pairs connected, {split} got 404; \
+         storm: {storm_ok} pairs, {storm_split} got 404"
+    );
+    assert!(split > 0, "the test must be able to see a split: {other:?}");
+
+    let (straddling, storm, log) = pair_storm(&em, "pinned", true).await;
+    let (ok, split, other) = count(&straddling);
+    let (storm_ok, storm_split, storm_other) = count(&storm);
+    let pinned = log.lines().filter(|l| l.contains(" rule=pinned ")).count();
+    println!(
+        "with pinning: {ok} of {STRADDLING_PAIRS} straddling pairs connected, {split} got 404; \
+         storm: {storm_ok} pairs, {storm_split} got 404; {pinned} requests routed by pins"
+    );
+    assert_eq!((split, storm_split), (0, 0), "{other:?} {storm_other:?}");
+    assert!(
+        other.is_empty() && storm_other.is_empty(),
+        "{other:?} {storm_other:?}"
+    );
+    assert_eq!(ok, STRADDLING_PAIRS);
+    assert!(pinned > 0);
 }

@@ -58,6 +58,13 @@ pub fn resolver(r: &Resolver) -> Result<(), PathError> {
         MAX_NAMESERVERS,
     )
 }
+/// `pinning.ttl`: one day (a pin's life after its last use).
+pub const MAX_PIN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// `pinning.capacity`: pins remembered per pool (each a hash and a name, some 100 bytes).
+pub const MAX_PINS: usize = 1_000_000;
+/// `bounded_load`, from no slack at all (every endpoint at the average) to a bound so loose
+/// that it is plain hashing.
+pub const BOUNDED_LOAD: std::ops::RangeInclusive<f64> = 1.0..=100.0;
 
 /// Checks the numbers of the process settings (`server`, `listeners`) against their bounds.
 pub fn process(f: &File) -> Result<(), PathError> {
@@ -110,6 +117,23 @@ pub fn process(f: &File) -> Result<(), PathError> {
 pub fn pool(path: &str, pool: &Pool) -> Result<(), PathError> {
     if let Some(hc) = &pool.health_check {
         health(&format!("{path}.health_check"), hc)?;
+    }
+    if let Some(p) = &pool.pinning {
+        duration(&format!("{path}.pinning.ttl"), p.ttl, MAX_PIN_TTL)?;
+        count(&format!("{path}.pinning.capacity"), p.capacity, 0, MAX_PINS)?;
+    }
+    if let Some(c) = pool.bounded_load {
+        // NaN is in no range: `contains` is false for it.
+        if !BOUNDED_LOAD.contains(&c) {
+            return Err(PathError::new(
+                format!("{path}.bounded_load"),
+                format!(
+                    "must be from {} to {} (got {c})",
+                    BOUNDED_LOAD.start(),
+                    BOUNDED_LOAD.end()
+                ),
+            ));
+        }
     }
     timeouts(&format!("{path}.timeouts"), &pool.timeouts)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::bounds;
 use super::file::AdminSection;
-use super::file::{Endpoint, File, HostHeader, Pool, PoolKind, Tokens};
+use super::file::{Endpoint, File, HostHeader, Pinning, Pool, PoolKind, Tokens};
 use super::limits::DEFAULT_LISTENER_CONNECTIONS;
 use super::limits::{check_body, check_limits, check_range, MAX_COUNT};
 use super::typed::{
@@ -275,6 +275,8 @@ pub fn check_pool(name: &str, pool: &Pool) -> Result<PoolConfig, PathError> {
     let rules = check_rules(&path, pool)?;
     bounds::pool(&path, pool)?;
     let tokens = check_tokens(&path, pool)?;
+    let pinning = check_pinning(&path, pool)?;
+    let bounded_load = check_bounded_load(&path, pool, &rules, &pinning)?;
     Ok(PoolConfig {
         kind: pool.kind,
         endpoints,
@@ -287,7 +289,57 @@ pub fn check_pool(name: &str, pool: &Pool) -> Result<PoolConfig, PathError> {
         timeouts: pool.timeouts.clone(),
         tls: pool.tls.clone(),
         tokens,
+        pinning,
+        bounded_load,
     })
+}
+
+/// The pool's pinning: on by default for SignalR pools, never for app pools (they have no
+/// negotiate/connect pairs).
+fn check_pinning(path: &str, pool: &Pool) -> Result<Pinning, PathError> {
+    match (&pool.pinning, pool.kind) {
+        (Some(_), PoolKind::App) => Err(PathError::new(
+            format!("{path}.pinning"),
+            "only signalr pools pin negotiate/connect pairs",
+        )),
+        (Some(p), PoolKind::Signalr) => Ok(p.clone()),
+        (None, PoolKind::Signalr) => Ok(Pinning::default()),
+        (None, PoolKind::App) => Ok(Pinning {
+            capacity: 0,
+            ..Pinning::default()
+        }),
+    }
+}
+
+/// The load factor of bounded-load hashing. It moves request ids off their hashed endpoint,
+/// so the connect of a pair can only find its negotiate's endpoint through a pin.
+fn check_bounded_load(
+    path: &str,
+    pool: &Pool,
+    rules: &[Rule],
+    pinning: &Pinning,
+) -> Result<Option<f64>, PathError> {
+    let Some(c) = pool.bounded_load else {
+        return Ok(None);
+    };
+    let key = format!("{path}.bounded_load");
+    if pool.kind != PoolKind::Signalr {
+        return Err(PathError::new(key, "only signalr pools hash request ids"));
+    }
+    if !rules.contains(&Rule::RequestId) {
+        return Err(PathError::new(
+            key,
+            "bounds the request_id rule, which `affinity` does not list",
+        ));
+    }
+    if pinning.capacity == 0 {
+        return Err(PathError::new(
+            key,
+            "needs pinning (pinning.capacity above 0): the connect of a pair would not find \
+             the endpoint its negotiate was moved to",
+        ));
+    }
+    Ok(Some(c))
 }
 
 /// Most clock skew `tokens.clock_skew` allows (ASP.NET Core's default): more would keep

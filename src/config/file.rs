@@ -238,6 +238,12 @@ pub struct Pool {
     pub tls: UpstreamTls,
     /// Access-token verification at the edge (SignalR pools only).
     pub tokens: Option<Tokens>,
+    /// Pair pinning: where a negotiate went, its connect and later requests follow (SignalR
+    /// pools only; on by default there).
+    pub pinning: Option<Pinning>,
+    /// Consistent hashing with bounded loads for the `request_id` rule: no endpoint takes a
+    /// new request above this factor of the average load (SignalR pools only; off when absent).
+    pub bounded_load: Option<f64>,
 }
 
 /// One upstream, as a URL or an ASRS connection string.
@@ -376,6 +382,27 @@ impl Default for Tokens {
             clock_skew: DEFAULT_CLOCK_SKEW,
             audiences: Vec::new(),
             cache_size: 10_000,
+        }
+    }
+}
+
+/// Pair pinning of a SignalR pool: the endpoint that answered a negotiate is remembered, by
+/// the connection's ids and the request id, for the requests of that connection.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pinning {
+    /// How long a pin lives after its last use (a long poll refreshes it at each poll).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Pins remembered at most (about 3 per connection); `0` turns pinning off.
+    pub capacity: usize,
+}
+
+impl Default for Pinning {
+    fn default() -> Self {
+        Pinning {
+            ttl: Duration::from_secs(120),
+            capacity: 100_000,
         }
     }
 }

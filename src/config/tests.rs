@@ -348,6 +348,98 @@ fn tokens_are_off_by_default_and_their_settings_bounded() {
 }
 
 #[test]
+fn pinning_is_on_for_signalr_pools_and_bounded_load_off_by_default() {
+    let c = parse_str(GOOD).unwrap();
+    let p = &c.service.pools["signalr"];
+    assert_eq!(p.pinning.ttl, std::time::Duration::from_secs(120));
+    assert_eq!(p.pinning.capacity, 100_000);
+    assert_eq!(p.bounded_load, None);
+    assert_eq!(c.service.pools["app"].pinning.capacity, 0);
+    let with = |extra: &str| {
+        GOOD.replacen(
+            "    timeouts: { read: 130s }",
+            &format!("    timeouts: {{ read: 130s }}\n    {extra}"),
+            1,
+        )
+    };
+    let c = parse_str(&with(
+        "pinning: { ttl: 30s, capacity: 5 }\n    bounded_load: 1.25",
+    ))
+    .unwrap();
+    let p = &c.service.pools["signalr"];
+    assert_eq!(
+        (p.pinning.ttl.as_secs(), p.pinning.capacity, p.bounded_load),
+        (30, 5, Some(1.25))
+    );
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "pinning: { ttl: 0s }",
+            "pools.signalr.pinning.ttl",
+            "more than 0",
+        ),
+        (
+            "pinning: { ttl: 86401s }",
+            "pools.signalr.pinning.ttl",
+            "at most",
+        ),
+        (
+            "pinning: { capacity: 1000001 }",
+            "pools.signalr.pinning.capacity",
+            "at most 1000000",
+        ),
+        (
+            "pinning: { tl: 1s }",
+            "pools.signalr.pinning",
+            "unknown field `tl`",
+        ),
+        (
+            "bounded_load: 0.99",
+            "pools.signalr.bounded_load",
+            "from 1 to 100",
+        ),
+        (
+            "bounded_load: 101",
+            "pools.signalr.bounded_load",
+            "from 1 to 100",
+        ),
+        (
+            "bounded_load: .nan",
+            "pools.signalr.bounded_load",
+            "from 1 to 100",
+        ),
+        (
+            "bounded_load: .inf",
+            "pools.signalr.bounded_load",
+            "from 1 to 100",
+        ),
+        (
+            "bounded_load: 2\n    pinning: { capacity: 0 }",
+            "pools.signalr.bounded_load",
+            "needs pinning",
+        ),
+        (
+            "bounded_load: 2\n    affinity: [audience, signature]",
+            "pools.signalr.bounded_load",
+            "request_id",
+        ),
+    ];
+    for (setting, path, msg) in cases {
+        let e = parse_str(&with(setting)).unwrap_err();
+        assert!(e.path.starts_with(path), "{setting}: {e:?}");
+        assert!(e.message.contains(msg), "{setting}: {e:?}");
+    }
+    for key in ["pinning: { ttl: 1s }", "bounded_load: 1.5"] {
+        let app = GOOD.replacen(
+            "    endpoints: [{ url: \"http://127.0.0.1:5000\" }]",
+            &format!("    endpoints: [{{ url: \"http://127.0.0.1:5000\" }}]\n    {key}"),
+            1,
+        );
+        let e = parse_str(&app).unwrap_err();
+        assert!(e.path.starts_with("pools.app."), "{key}: {e:?}");
+    }
+}
+
+#[test]
 fn forwarding_headers_are_off_unless_asked() {
     let f = parse_str(GOOD).unwrap().service.forwarding;
     assert!(!f.x_real_ip && !f.forwarded);

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::file::{Forwarding, HealthCheck, HostHeader, ListenerTls, PoolKind, Route};
-use super::file::{Resolver, ServerSection, Timeouts, Tokens, UpstreamTls};
+use super::file::{Pinning, Resolver, ServerSection, Timeouts, Tokens, UpstreamTls};
 use super::limits::Limits;
 use super::values::Address;
 use crate::signalr::Rule;
@@ -113,6 +113,10 @@ pub struct PoolConfig {
     pub tls: UpstreamTls,
     /// Access-token verification (`verify: false` unless the file turns it on).
     pub tokens: Tokens,
+    /// Pair pinning (`capacity: 0`, off, for app pools).
+    pub pinning: Pinning,
+    /// The load factor of bounded-load hashing, when on.
+    pub bounded_load: Option<f64>,
 }
 
 /// One endpoint, from its URL or connection string.

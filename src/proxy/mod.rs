@@ -15,7 +15,7 @@ use log::info;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
 mod access_log;
@@ -23,6 +23,7 @@ pub mod connection;
 mod forwarded;
 pub mod limits;
 mod path;
+mod pinning;
 mod redact;
 pub mod refusal;
 pub mod selection;
@@ -229,6 +230,36 @@ impl ProxyHttp for EdgeProxy {
             .map(|r| r.forwarding)
             .unwrap_or_default();
         forwarded::apply(upstream, &hop, opts)
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let sel = &mut ctx.sel;
+        if let (Some(watch), Some(pool), Some(ep)) = (&mut sel.negotiate, &sel.pool, &sel.endpoint)
+        {
+            watch.on_response(upstream_response, pool, ep);
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        let sel = &mut ctx.sel;
+        if let (Some(watch), Some(pool), Some(ep), Some(chunk)) =
+            (&mut sel.negotiate, &sel.pool, &sel.endpoint, body.as_ref())
+        {
+            watch.on_body(chunk, pool, ep);
+        }
+        Ok(None)
     }
 
     fn upgraded_tunnel(&self, _session: &Session, _ctx: &RequestCtx) -> bool {

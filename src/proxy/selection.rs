@@ -11,9 +11,10 @@ use log::debug;
 use pingora_http::RequestHeader;
 
 use super::forwarded;
+use super::pinning::{self, NegotiateWatch};
 use super::refusal::Refusal;
 use super::target;
-use crate::runtime::{Endpoint, Pool, Runtime};
+use crate::runtime::{Endpoint, LoadGuard, Pool, Runtime};
 use crate::signalr::{AffinityInput, Rule};
 
 /// Who the client is, from the peer address and trusted forwarding headers.
@@ -43,6 +44,10 @@ pub struct Selection {
     /// The origin-form target to send upstream instead of the client's: the normalised path
     /// that was routed (see `target`), less the route's `strip_prefix`.
     pub rewrite: Option<String>,
+    /// The request counted on its endpoint's load, to its end.
+    pub load: Option<LoadGuard>,
+    /// A negotiate whose answer pins its endpoint (pools that pin).
+    pub negotiate: Option<NegotiateWatch>,
 }
 
 impl Client {
@@ -97,6 +102,8 @@ pub fn select(
         })?;
     }
     let (endpoint, rule) = pool.choose(&input).ok_or(Refusal::NoHealthyEndpoint)?;
+    sel.load = Some(endpoint.load.hold());
+    sel.negotiate = pinning::watch(pool, rule, &req.method, &target.path, &input);
     sel.endpoint = Some(endpoint.clone());
     sel.choice = Some(rule);
     Ok(())
@@ -151,11 +158,21 @@ mod tests {
         assert!(sel.client.peer_trusted);
         assert_eq!(sel.client.client_ip, ip("192.0.2.7"));
         let first = sel.endpoint.as_ref().unwrap().name.clone();
+        // The request counts on its endpoint's load until the selection drops.
+        let ep = sel.endpoint.clone().unwrap();
+        assert_eq!(ep.load.get(), 1);
+        assert!(
+            sel.negotiate.is_some(),
+            "a negotiate of a pinning pool is watched"
+        );
         // The same request id picks the same endpoint, from any client.
         let mut again = Selection::default();
         select(&rt, &r, ip("198.51.100.1"), &mut again).unwrap();
-        assert_eq!(again.endpoint.unwrap().name, first);
+        assert_eq!(again.endpoint.as_ref().unwrap().name, first);
+        assert_eq!(ep.load.get(), 2);
         assert_eq!(again.client.client_ip, ip("198.51.100.1"));
+        drop((sel, again));
+        assert_eq!(ep.load.get(), 0);
         // No route: 404, and the client is still known for the access log.
         let mut miss = Selection::default();
         let r = req("/nowhere", &[("host", "edge")]);

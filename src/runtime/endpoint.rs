@@ -8,6 +8,7 @@ use pingora_core::protocols::tls::CaType;
 use pingora_core::upstreams::peer::HttpPeer;
 
 use super::health::{Health, ProbeTarget, Prober};
+use super::load::Load;
 use super::resolve::{literal, Addresses};
 use crate::config::{EndpointSpec, PoolConfig};
 use crate::signalr::token::TokenKey;
@@ -31,6 +32,8 @@ pub struct Endpoint {
     pub tls: bool,
     /// Health state, shared across reloads of an unchanged endpoint.
     pub health: Arc<Health>,
+    /// Requests it holds now, shared across reloads of an unchanged endpoint.
+    pub load: Arc<Load>,
     /// Active probe, if the pool has health checks.
     pub prober: Option<Arc<Prober>>,
     /// The AccessKey its tokens are signed with (from a connection string), kept even while
@@ -102,6 +105,7 @@ impl Endpoint {
             resolved,
             tls: spec.tls,
             health: Arc::new(Health::default()),
+            load: Arc::new(Load::default()),
             prober,
             token_key: spec.access_key.as_deref().map(TokenKey::new),
             peer,
@@ -144,5 +148,9 @@ impl Candidate for Arc<Endpoint> {
 
     fn is_healthy(&self) -> bool {
         self.health.is_healthy()
+    }
+
+    fn load(&self) -> usize {
+        self.load.get()
     }
 }

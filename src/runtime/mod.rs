@@ -1,7 +1,7 @@
-//! What the request path reads: the compiled generation (routes, pools with their token gates,
-//! endpoints with their health and keys, trusted proxies, listener certificates), swapped as a
-//! whole behind an `ArcSwap` so a request sees one consistent generation, and the process phase
-//! (`drain`).
+//! What the request path reads: the compiled generation (routes, pools with their token gates
+//! and pair pins, endpoints with their health, load and keys, trusted proxies, listener
+//! certificates), swapped as a whole behind an `ArcSwap` so a request sees one consistent
+//! generation, and the process phase (`drain`).
 //!
 //! Built from `config`'s [`ServiceConfig`] only; uses `signalr` for the rule chain and token
 //! verification.
@@ -11,6 +11,8 @@ pub(crate) mod drain;
 mod endpoint;
 mod health;
 pub mod limits;
+mod load;
+mod pins;
 mod pool;
 pub mod resolve;
 mod routes;
@@ -31,6 +33,8 @@ pub use endpoint::Endpoint;
 #[cfg(test)]
 pub(crate) use health::Prober;
 use limits::ClientRate;
+pub use load::LoadGuard;
+pub use pins::{PinKey, PinStore};
 pub use pool::Pool;
 use resolve::Addresses;
 use routes::RouteTable;

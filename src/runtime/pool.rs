@@ -1,13 +1,15 @@
-//! A compiled pool: its endpoints, the ones a reload retired, the rule chain over them, and
-//! its token gate.
+//! A compiled pool: its endpoints, the ones a reload retired, the rule chain over them, its
+//! token gate and its pair pins.
 
 use std::sync::Arc;
 
 use super::endpoint::Endpoint;
+use super::pins::{PinKey, PinStore};
 use super::resolve::Addresses;
 use super::tls::load_ca_file;
 use super::tokens::{TokenGate, TokenRefusal};
 use crate::config::{HostHeader, PathError, PoolConfig, PoolKind};
+use crate::signalr::negotiate::NegotiatedIds;
 use crate::signalr::{Affinity, AffinityInput, Rule};
 
 /// A compiled pool.
@@ -28,6 +30,8 @@ pub struct Pool {
     affinity: Affinity,
     /// Verifies access tokens, when the pool asks for it.
     pub(super) tokens: Option<TokenGate>,
+    /// Where negotiates went, for their connections' later requests (when pinning is on).
+    pub pins: Option<Arc<PinStore>>,
 }
 
 impl Pool {
@@ -54,6 +58,7 @@ impl Pool {
                 previous.and_then(|p| p.endpoints.iter().find(|o| o.same_target(&ep)))
             {
                 ep.health = old.health.clone();
+                ep.load = old.load.clone();
             }
             endpoints.push(Arc::new(ep));
         }
@@ -67,14 +72,16 @@ impl Pool {
         });
         let names: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
         let tokens = TokenGate::compile(name, cfg, &endpoints);
+        let pins = PinStore::carry(previous.and_then(|p| p.pins.as_ref()), &cfg.pinning);
         Ok(Pool {
             name: name.to_string(),
             kind: cfg.kind,
-            affinity: Affinity::new(cfg.rules.clone(), &names),
+            affinity: Affinity::new(cfg.rules.clone(), &names).with_bounded_load(cfg.bounded_load),
             endpoints,
             retired,
             host_header: cfg.host_header,
             tokens,
+            pins,
         })
     }
 
@@ -97,7 +104,60 @@ impl Pool {
     }
 
     /// The endpoint of a request and the rule that chose it, or `None` when none is healthy.
+    /// A pin comes first; the rule chain decides without one.
     pub fn choose(&self, input: &AffinityInput<'_>) -> Option<(&Arc<Endpoint>, Rule)> {
+        if let Some(ep) = self.pinned(input) {
+            return Some((ep, Rule::Pinned));
+        }
         self.affinity.choose(&self.endpoints, &self.retired, input)
+    }
+
+    /// The healthy endpoint a pin names for this request's `id=`, else its request id; a pin
+    /// renews on use. A retired endpoint serves only requests of existing connections (a
+    /// negotiate is a new one); a pinned endpoint that is down or gone leaves the choice to
+    /// the rules.
+    fn pinned(&self, input: &AffinityInput<'_>) -> Option<&Arc<Endpoint>> {
+        let pins = self.pins.as_ref()?;
+        let keys = [
+            input.connection_id.as_deref().map(PinKey::Connection),
+            input.request_id.as_deref().map(PinKey::RequestId),
+        ];
+        let (key, name) = keys
+            .into_iter()
+            .flatten()
+            .find_map(|k| pins.find(k).map(|name| (k, name)))?;
+        let retired = if input.existing_connection {
+            &self.retired[..]
+        } else {
+            &[]
+        };
+        let ep = self
+            .endpoints
+            .iter()
+            .chain(retired)
+            .find(|e| *e.name == *name)
+            .filter(|e| e.is_healthy())?;
+        pins.pin(key, &name);
+        Some(ep)
+    }
+
+    /// Remembers that `endpoint` answered a negotiate with request id `request_id` (as soon as
+    /// its status is known) and, once its body is read, the connection `ids` it created.
+    pub fn pin_negotiate(
+        &self,
+        endpoint: &Endpoint,
+        request_id: Option<&[u8]>,
+        ids: Option<&NegotiatedIds>,
+    ) {
+        let Some(pins) = &self.pins else {
+            return;
+        };
+        let name: Arc<str> = Arc::from(endpoint.name.as_str());
+        if let Some(r) = request_id {
+            pins.pin(PinKey::RequestId(r), &name);
+        }
+        for id in ids.iter().flat_map(|ids| ids.iter()) {
+            pins.pin(PinKey::Connection(id.as_bytes()), &name);
+        }
     }
 }

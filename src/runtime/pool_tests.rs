@@ -148,3 +148,29 @@ endpoints:
     assert!(back.retired.is_empty());
     assert_eq!(pick(&back, &existing), Some((2, Rule::Audience)));
 }
+
+#[test]
+fn bounded_load_moves_request_ids_off_a_loaded_endpoint_and_loads_survive_reloads() {
+    let yaml = format!("{SIGNALR}\naffinity: [request_id]\nbounded_load: 1.25");
+    let p = pool(&yaml);
+    let input = AffinityInput::new(Some("asrs_request_id=x"), None, None);
+    let (first, rule) = pick(&p, &input).unwrap();
+    assert_eq!(rule, Rule::RequestId);
+    // Its endpoint holds 4 requests, the others none: the bound is ceil(1.25 × 5 / 3) = 3.
+    let held: Vec<_> = (0..4).map(|_| p.endpoints[first].load.hold()).collect();
+    let (moved, rule) = pick(&p, &input).unwrap();
+    assert_ne!(moved, first);
+    assert_eq!(rule, Rule::RequestId);
+    // Without the bound, the same pool keeps it there.
+    let plain = pool(&format!("{SIGNALR}\naffinity: [request_id]"));
+    for e in &plain.endpoints {
+        assert_eq!(e.load.get(), 0);
+    }
+    assert_eq!(pick(&plain, &input).unwrap().0, first);
+    // A reload keeps the counts of unchanged endpoints.
+    let again = recompile(&yaml, &p);
+    assert_eq!(again.endpoints[first].load.get(), 4);
+    drop(held);
+    assert_eq!(again.endpoints[first].load.get(), 0);
+    assert_eq!(pick(&again, &input).unwrap().0, first);
+}

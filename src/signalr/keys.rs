@@ -192,6 +192,8 @@ pub struct AffinityInput<'a> {
     /// The request belongs to an existing SignalR connection (it carries `id=`): a connect,
     /// a long poll, a send or a stop, as opposed to a negotiate that starts a new one.
     pub existing_connection: bool,
+    /// The percent-decoded `id` (the connection token, or id, of an existing connection).
+    pub connection_id: Option<Cow<'a, [u8]>>,
 }
 
 impl<'a> AffinityInput<'a> {
@@ -205,14 +207,16 @@ impl<'a> AffinityInput<'a> {
             .and_then(|q| query_param(q, REQUEST_ID_PARAM))
             .filter(|v| !v.is_empty())
             .map(decode);
-        let existing_connection = query
+        let connection_id = query
             .and_then(|q| query_param(q, CONNECTION_ID_PARAM))
-            .is_some_and(|v| !v.is_empty());
+            .filter(|v| !v.is_empty())
+            .map(decode);
         AffinityInput {
             token: access_token(authorization, query),
             request_id,
             client_ip,
-            existing_connection,
+            existing_connection: connection_id.is_some(),
+            connection_id,
         }
     }
 }
@@ -266,6 +270,17 @@ mod tests {
             .request_id
             .is_none());
         assert!(AffinityInput::new(None, None, None).request_id.is_none());
+    }
+
+    #[test]
+    fn connection_id_is_decoded_and_marks_an_existing_connection() {
+        let a = AffinityInput::new(Some("hub=c&id=ab%2Bc%3D%3D&asrs_request_id=r"), None, None);
+        assert_eq!(a.connection_id.as_deref(), Some(&b"ab+c=="[..]));
+        assert!(a.existing_connection);
+        for q in ["hub=c&id=", "hub=c", "xid=1"] {
+            let n = AffinityInput::new(Some(q), None, None);
+            assert!(n.connection_id.is_none() && !n.existing_connection, "{q}");
+        }
     }
 
     #[test]

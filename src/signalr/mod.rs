@@ -1,9 +1,10 @@
 //! SignalR knowledge, free of Pingora and of the config file: the keys a request carries
 //! (`keys`), the rule chain that turns them into an instance (`rules`), the hash ring over
-//! endpoint names (`ring`) and access-token verification (`token`). Depends on nothing else in
-//! the crate.
+//! endpoint names (`ring`), what a negotiate answer names (`negotiate`) and access-token
+//! verification (`token`). Depends on nothing else in the crate.
 
 pub mod keys;
+pub mod negotiate;
 mod ring;
 mod rules;
 pub mod token;

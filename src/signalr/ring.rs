@@ -46,6 +46,51 @@ impl Ring {
         }
         best.map(|(_, i)| i)
     }
+
+    /// Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam 2017) over the
+    /// same scores: the first usable endpoint, from the highest score down, whose `load` is
+    /// below `ceil(c × (total + 1) / n)`, where `n` usable endpoints hold `total` requests. One
+    /// always is (they cannot all be at the bound: it is at least the average with this
+    /// request); with equal loads it is `pick`'s endpoint. `c` ≥ 1 (the config's bounds).
+    pub fn pick_bounded(
+        &self,
+        key: &[u8],
+        usable: impl Fn(usize) -> bool,
+        load: impl Fn(usize) -> usize,
+        c: f64,
+    ) -> Option<usize> {
+        let mut order: Vec<(u64, usize)> = Vec::with_capacity(self.seeds.len());
+        let (mut n, mut total) = (0usize, 0usize);
+        let mut loads = Vec::with_capacity(self.seeds.len());
+        for (i, seed) in self.seeds.iter().enumerate() {
+            // Each load read once: other requests move them meanwhile.
+            let l = load(i);
+            loads.push(l);
+            if usable(i) {
+                n += 1;
+                total = total.saturating_add(l);
+                order.push((xxh3_64_with_seed(key, *seed), i));
+            }
+        }
+        if n == 0 {
+            return None;
+        }
+        let bound = load_bound(c, total, n);
+        // Highest score first; ties to the lower index, as in `pick`.
+        order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        order
+            .iter()
+            .map(|&(_, i)| i)
+            .find(|&i| loads[i] < bound)
+            .or(order.first().map(|&(_, i)| i))
+    }
+}
+
+/// `ceil(c × (total + 1) / n)`, the most requests an endpoint may hold after this one.
+fn load_bound(c: f64, total: usize, n: usize) -> usize {
+    let bound = (c * (total as f64 + 1.0) / n as f64).ceil();
+    // Float to integer casts saturate; the bound is at least 1.
+    (bound as usize).max(1)
 }
 
 #[cfg(test)]
@@ -152,5 +197,63 @@ mod tests {
         }
         assert_eq!(r.pick(b"x", |_| false), None);
         assert_eq!(Ring::new::<&str>(&[]).pick(b"x", |_| true), None);
+    }
+
+    #[test]
+    fn bounded_walk_skips_endpoints_at_the_bound() {
+        let r = Ring::new(&["a", "b", "c"]);
+        assert_eq!(load_bound(1.25, 0, 3), 1);
+        assert_eq!(load_bound(1.25, 11, 3), 5);
+        assert_eq!(load_bound(1.0, 5, 3), 2);
+        for k in keys(2_000) {
+            let first = r.pick(&k, |_| true).unwrap();
+            // Equal loads: plain hashing's answer.
+            assert_eq!(r.pick_bounded(&k, |_| true, |_| 7, 1.25), Some(first));
+            // Its endpoint holds 10 of 12 (bound ceil(1.25 × 13 / 3) = 6): the next one.
+            let loads = |i: usize| if i == first { 10 } else { 1 };
+            let second = r.pick(&k, |i| i != first).unwrap();
+            assert_eq!(r.pick_bounded(&k, |_| true, loads, 1.25), Some(second));
+            // A loose factor lets it stay.
+            assert_eq!(r.pick_bounded(&k, |_| true, loads, 10.0), Some(first));
+        }
+        assert_eq!(r.pick_bounded(b"x", |_| false, |_| 0, 1.25), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn bounded_walk_never_goes_over_the_bound(
+            loads in proptest::collection::vec(0usize..1000, 1..8),
+            down in proptest::collection::vec(proptest::bool::weighted(0.3), 8),
+            key in proptest::collection::vec(proptest::num::u8::ANY, 0..16),
+            c in 1.0f64..3.0,
+        ) {
+            let names: Vec<String> = (0..loads.len()).map(|i| format!("i{i}")).collect();
+            let r = Ring::new(&names);
+            let usable = |i: usize| !down[i];
+            let picked = r.pick_bounded(&key, usable, |i| loads[i], c);
+            let up: Vec<usize> = (0..loads.len()).filter(|&i| usable(i)).collect();
+            if up.is_empty() {
+                proptest::prop_assert_eq!(picked, None);
+                return Ok(());
+            }
+            let i = picked.unwrap();
+            proptest::prop_assert!(usable(i));
+            let total: usize = up.iter().map(|&j| loads[j]).sum();
+            let bound = (c * (total + 1) as f64 / up.len() as f64).ceil() as usize;
+            // With this request it holds at most the bound.
+            proptest::prop_assert!(loads[i] < bound, "{loads:?} {i} {bound}");
+            // Every endpoint it passed over on the walk was at the bound.
+            let score = |j: usize| xxh3_64_with_seed(&key, r.seeds[j]);
+            for &j in &up {
+                if (score(j), std::cmp::Reverse(j)) > (score(i), std::cmp::Reverse(i)) {
+                    proptest::prop_assert!(loads[j] >= bound);
+                }
+            }
+            // Equal loads: plain hashing.
+            proptest::prop_assert_eq!(
+                r.pick_bounded(&key, usable, |_| loads[0], c),
+                r.pick(&key, usable)
+            );
+        }
     }
 }

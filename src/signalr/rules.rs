@@ -9,7 +9,7 @@ use super::keys::{ip_key, token_signature, with_audience_host, AffinityInput};
 use super::ring::Ring;
 
 /// A rule that picks the endpoint of a request. The first four are configurable
-/// (`affinity:` of a SignalR pool); the last two only say how a choice was made.
+/// (`affinity:` of a SignalR pool); the last three only say how a choice was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
@@ -28,6 +28,10 @@ pub enum Rule {
     /// already holds go there.
     #[serde(skip_deserializing)]
     Retired,
+    /// The request carries the connection ids or request id of a negotiate that an endpoint
+    /// answered: it goes where the negotiate went, whatever the ring says now.
+    #[serde(skip_deserializing)]
+    Pinned,
 }
 
 /// The default rule order of SignalR pools.
@@ -48,6 +52,7 @@ impl Rule {
             Rule::ClientIp => "client_ip",
             Rule::RoundRobin => "round_robin",
             Rule::Retired => "retired",
+            Rule::Pinned => "pinned",
         }
     }
 }
@@ -64,14 +69,19 @@ pub trait Candidate {
     fn host(&self) -> &str;
     /// Whether new requests may go there.
     fn is_healthy(&self) -> bool;
+    /// Requests (and connections) it holds now, for bounded-load hashing.
+    fn load(&self) -> usize {
+        0
+    }
 }
 
-/// A pool's rule chain: its rules in order, the ring over its endpoint names, and the
-/// round-robin cursor that ends the chain.
+/// A pool's rule chain: its rules in order, the ring over its endpoint names, the load factor
+/// of bounded-load hashing (if on), and the round-robin cursor that ends the chain.
 #[derive(Debug)]
 pub struct Affinity {
     rules: Vec<Rule>,
     ring: Ring,
+    bounded_load: Option<f64>,
     next: AtomicUsize,
 }
 
@@ -81,8 +91,16 @@ impl Affinity {
         Affinity {
             rules,
             ring: Ring::new(names),
+            bounded_load: None,
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// Bounds the `request_id` rule's choices by load: no endpoint takes a new request at or
+    /// above `c` times the average load (see [`Ring::pick_bounded`]).
+    pub fn with_bounded_load(mut self, c: Option<f64>) -> Self {
+        self.bounded_load = c;
+        self
     }
 
     /// The endpoint of a request and the rule that chose it, or `None` when no endpoint is
@@ -102,10 +120,15 @@ impl Affinity {
                     .as_deref()
                     .and_then(|t| audience(t, active))
                     .filter(|&i| healthy(i)),
-                Rule::RequestId => input
-                    .request_id
-                    .as_deref()
-                    .and_then(|k| self.ring.pick(k, healthy)),
+                Rule::RequestId => {
+                    input
+                        .request_id
+                        .as_deref()
+                        .and_then(|k| match self.bounded_load {
+                            None => self.ring.pick(k, healthy),
+                            Some(c) => self.ring.pick_bounded(k, healthy, |i| active[i].load(), c),
+                        })
+                }
                 Rule::Signature => input
                     .token
                     .as_deref()
@@ -115,7 +138,7 @@ impl Affinity {
                     let (bytes, n) = ip_key(ip);
                     self.ring.pick(&bytes[..n], healthy)
                 }),
-                Rule::RoundRobin | Rule::Retired => None,
+                Rule::RoundRobin | Rule::Retired | Rule::Pinned => None,
             };
             if let Some(i) = picked {
                 return Some((&active[i], rule));

@@ -25,8 +25,8 @@ pub use client::negotiate::{negotiate, Negotiated};
 pub use client::ws::ws_whoami;
 pub use client::{http, Client, Error, Target, Transport};
 pub use config::{
-    ClientLimits, EdgeConfig, Endpoint, HealthCheck, Limits, Listener, Pool, Resolver, Route,
-    Server, Timeouts, Tokens,
+    ClientLimits, EdgeConfig, Endpoint, HealthCheck, Limits, Listener, Pinning, Pool, Resolver,
+    Route, Server, Timeouts, Tokens,
 };
 pub use dns::{Answer, TestDns};
 pub use edge::Edge;

@@ -65,6 +65,8 @@ fn exercise(text: &str, tally: &mut Tally) {
             let _ = now + hc.interval + hc.timeout * 2;
         }
         let _ = now + pool.tokens.clock_skew;
+        // Each pin's expiry is its last use plus the ttl.
+        let _ = std::time::Instant::now() + pool.pinning.ttl;
     }
     let l = &cfg.service.limits;
     let _ = now + l.header_timeout + l.idle_timeout + l.body_timeout + l.send_timeout;

@@ -205,19 +205,27 @@ fn pool() -> BoxedStrategy<Value> {
         health_check(),
         timeouts,
         prop::option::weighted(0.2, ca),
-        sections::tokens(),
+        (
+            sections::tokens(),
+            sections::pinning(),
+            sections::bounded_load(),
+        ),
     )
-        .prop_map(|(kind, endpoints, health, timeouts, tls, tokens)| {
-            map(vec![
-                ("kind", Some(s(kind))),
-                ("endpoints", Some(Value::Sequence(endpoints))),
-                ("health_check", Some(health)),
-                ("timeouts", Some(timeouts)),
-                ("tls", tls),
-                // Only SignalR pools verify tokens.
-                ("tokens", tokens.filter(|_| kind == "signalr")),
-            ])
-        })
+        .prop_map(
+            |(kind, endpoints, health, timeouts, tls, (tokens, pinning, c))| {
+                map(vec![
+                    ("kind", Some(s(kind))),
+                    ("endpoints", Some(Value::Sequence(endpoints))),
+                    ("health_check", Some(health)),
+                    ("timeouts", Some(timeouts)),
+                    ("tls", tls),
+                    // Only SignalR pools verify tokens.
+                    ("tokens", tokens.filter(|_| kind == "signalr")),
+                    ("pinning", pinning.filter(|_| kind == "signalr")),
+                    ("bounded_load", c.filter(|_| kind == "signalr")),
+                ])
+            },
+        )
         .boxed()
 }
 

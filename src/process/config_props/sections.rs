@@ -1,5 +1,5 @@
 //! Strategies for the keys the other parts of issue 11 added: the `limits` section, the
-//! listener and route caps, and a SignalR pool's `tokens`. Their bounds live in
+//! listener and route caps, and a SignalR pool's `tokens`, `pinning` and `bounded_load`. Their bounds live in
 //! `config::limits` and `config::check` (private there) and are repeated here: values at and
 //! inside them, so that most generated files are accepted.
 
@@ -121,6 +121,24 @@ pub fn resolver() -> BoxedStrategy<Option<Value>> {
     prop::option::weighted(0.5, section).boxed()
 }
 
+/// A SignalR pool's `pinning` (`config::bounds`: `ttl` up to a day, `capacity` up to a
+/// million, `0` off), or none.
+pub fn pinning() -> BoxedStrategy<Option<Value>> {
+    let section = (
+        between(Duration::from_millis(1), Duration::from_secs(24 * 3600)),
+        count(0, 1_000_000),
+    )
+        .prop_map(|(ttl, capacity)| map(vec![("ttl", ttl), ("capacity", capacity)]));
+    prop::option::weighted(0.5, section).boxed()
+}
+
+/// A SignalR pool's `bounded_load` (1 to 100), or none; it needs pinning and `request_id`,
+/// so some files that have it are refused.
+pub fn bounded_load() -> BoxedStrategy<Option<Value>> {
+    let c = prop::sample::select(vec![1.0, 1.25, 100.0]).prop_map(Value::from);
+    prop::option::weighted(0.3, c).boxed()
+}
+
 /// Keys of these sections past their bounds (each error names the key).
 pub fn wild() -> Vec<(&'static str, Vec<Value>)> {
     let durations = |max: &str| vec![s("0s"), s(max), s(format!("{}s", u64::MAX))];
@@ -135,6 +153,12 @@ pub fn wild() -> Vec<(&'static str, Vec<Value>)> {
         ("limits.max_headers", counts(256)),
         ("limits.per_client.connections", counts(MAX_COUNT)),
         ("pools.p.tokens.cache_size", counts(1_000_000)),
+        ("pools.p.pinning.ttl", durations("86401s")),
+        ("pools.p.pinning.capacity", counts(1_000_000)[1..].to_vec()),
+        (
+            "pools.p.bounded_load",
+            vec![Value::from(0.5), Value::from(100.5), Value::from(f64::NAN)],
+        ),
         ("listeners[0].max_connections", counts(MAX_COUNT)),
         (
             "resolver.refresh",

@@ -14,7 +14,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
 pub use limits::{ClientLimits, Limits};
-pub use pool::{Endpoint, HealthCheck, Pool, Timeouts, Tokens};
+pub use pool::{Endpoint, HealthCheck, Pinning, Pool, Timeouts, Tokens};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Serialize)]

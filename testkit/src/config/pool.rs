@@ -38,6 +38,12 @@ pub struct Pool {
     /// Access-token verification.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens: Option<Tokens>,
+    /// Pair pinning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinning: Option<Pinning>,
+    /// The load factor of bounded-load hashing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bounded_load: Option<f64>,
 }
 
 impl Pool {
@@ -52,6 +58,8 @@ impl Pool {
             timeouts: None,
             tls: None,
             tokens: None,
+            pinning: None,
+            bounded_load: None,
         }
     }
 
@@ -104,6 +112,18 @@ impl Pool {
     /// Sets the access-token verification (`Tokens::verify()` turns it on).
     pub fn tokens(mut self, tokens: Tokens) -> Pool {
         self.tokens = Some(tokens);
+        self
+    }
+
+    /// Sets pair pinning (`Pinning::off()` turns it off).
+    pub fn pinning(mut self, pinning: Pinning) -> Pool {
+        self.pinning = Some(pinning);
+        self
+    }
+
+    /// Turns bounded-load hashing on with load factor `c`.
+    pub fn bounded_load(mut self, c: f64) -> Pool {
+        self.bounded_load = Some(c);
         self
     }
 
@@ -275,6 +295,33 @@ impl Tokens {
     /// Clock skew allowed on `exp` and `nbf`.
     pub fn clock_skew(mut self, d: Duration) -> Tokens {
         self.clock_skew = Some(text(d));
+        self
+    }
+}
+
+/// Pair pinning; unset options keep the edge's defaults.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Pinning {
+    /// A pin's life after its last use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    /// Pins remembered; `0` is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<usize>,
+}
+
+impl Pinning {
+    /// Pinning off (`capacity: 0`).
+    pub fn off() -> Pinning {
+        Pinning {
+            capacity: Some(0),
+            ..Pinning::default()
+        }
+    }
+
+    /// A pin's life after its last use.
+    pub fn ttl(mut self, d: Duration) -> Pinning {
+        self.ttl = Some(text(d));
         self
     }
 }
