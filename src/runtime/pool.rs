@@ -7,7 +7,7 @@ use super::endpoint::Endpoint;
 use super::tls::load_ca_file;
 use super::tokens::{TokenGate, TokenRefusal};
 use crate::config::{HostHeader, PathError, PoolConfig, PoolKind};
-use crate::signalr::{Affinity, AffinityInput, Rule};
+use crate::signalr::{Affinity, AffinityInput, Choice};
 
 /// A compiled pool.
 #[derive(Debug)]
@@ -93,8 +93,42 @@ impl Pool {
         }
     }
 
-    /// The endpoint of a request and the rule that chose it, or `None` when none is healthy.
-    pub fn choose(&self, input: &AffinityInput<'_>) -> Option<(&Arc<Endpoint>, Rule)> {
+    /// The endpoint of a request and the rule that chose it, or why there is none.
+    pub fn choose(&self, input: &AffinityInput<'_>) -> Choice<'_, Arc<Endpoint>> {
         self.affinity.choose(&self.endpoints, &self.retired, input)
     }
+
+    /// The endpoint to try after a connect to `failed` failed, for app pools (nothing was sent,
+    /// so another app server may take the request); `tried` collects the endpoints tried so
+    /// far, which bounds the retries by the pool's size. SignalR pools never retry elsewhere:
+    /// the connection lives on one instance.
+    pub fn next_after_failure(
+        &self,
+        failed: &Arc<Endpoint>,
+        tried: &mut Vec<usize>,
+    ) -> Option<&Arc<Endpoint>> {
+        if self.kind != PoolKind::App {
+            return None;
+        }
+        let at = self.endpoints.iter().position(|e| Arc::ptr_eq(e, failed))?;
+        if !tried.contains(&at) {
+            tried.push(at);
+        }
+        let next = next_untried(self.endpoints.len(), at, tried, |i| {
+            self.endpoints[i].is_healthy()
+        })?;
+        Some(&self.endpoints[next])
+    }
+}
+
+/// The first healthy endpoint after `at` (wrapping) that is not in `tried`.
+fn next_untried(
+    n: usize,
+    at: usize,
+    tried: &[usize],
+    healthy: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    (1..n)
+        .map(|k| (at + k) % n)
+        .find(|i| !tried.contains(i) && healthy(*i))
 }

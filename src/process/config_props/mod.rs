@@ -64,7 +64,7 @@ fn exercise(text: &str, tally: &mut Tally) {
         if let Some(hc) = &pool.health_check {
             let _ = now + hc.interval + hc.timeout * 2;
         }
-        let _ = now + pool.tokens.clock_skew;
+        let _ = now + pool.tokens.clock_skew + pool.passive_health.ejection;
     }
     let l = &cfg.service.limits;
     let _ = now + l.header_timeout + l.idle_timeout + l.body_timeout + l.send_timeout;
