@@ -236,7 +236,14 @@ async fn host_and_sni_are_rewritten_over_verified_tls() {
     let wrong_ca = test_pki(&other.0, host).ca;
     let edge2 = Edge::start(pool(&wrong_ca));
     let n = negotiate(&http(), &edge2.url(""), q, &token).await;
-    assert_eq!(n.status, 502);
+    // The instance cannot be reached: 503 naming it, as for any failed connect (README:
+    // Retriable answers).
+    assert_eq!(n.status, 503);
+    assert!(
+        edge2.log().contains("TLSHandshakeFailure"),
+        "{}",
+        edge2.log()
+    );
     assert_eq!(em.instances[0].state.negotiations(), 1);
 }
 

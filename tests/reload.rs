@@ -339,9 +339,9 @@ fn body(em: &Emulator, with_c: bool) -> EdgeConfig {
     }
 }
 
-/// What new connections see: whether `/api/` is routed, and which instance a token for c
-/// reaches.
-async fn observe(site: &EdgeSite, c: &Inst, id: &str) -> (u16, String) {
+/// What new connections see: whether `/api/` is routed, and the status of a negotiate with a
+/// token for c and the instance that answered it.
+async fn observe(site: &EdgeSite, c: &Inst, id: &str) -> (u16, u16, String) {
     let api = http()
         .get(site.url("/api/health"))
         .send()
@@ -368,7 +368,7 @@ async fn observe(site: &EdgeSite, c: &Inst, id: &str) -> (u16, String) {
         .get("x-emulator-instance")
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
-    (api, instance)
+    (api, r.status().as_u16(), instance)
 }
 
 /// Polls `/status` until `done` says so (10 s at most).
@@ -472,16 +472,23 @@ async fn reloads_and_upgrades_under_load_lose_nothing() {
             let status = wait_status(&site, |s| s["generation"] == k + 2).await;
             assert_eq!(status["last_reload"]["trigger"], "SIGHUP", "{status}");
         }
-        let (api, instance) = observe(&site, &c, &format!("probe{k}")).await;
+        let (api, status, instance) = observe(&site, &c, &format!("probe{k}")).await;
         if remove {
             assert_eq!(api, 404, "reload {k}: /api/ is gone");
-            assert!(
-                ["a", "b"].contains(&instance.as_str()),
-                "reload {k}: c is gone, got {instance:?}"
+            // A new connection with a token for the retired c cannot succeed anywhere: the
+            // edge says so (503, negotiate again) instead of sending it to a or b.
+            assert_eq!(
+                (status, instance.as_str()),
+                (503, ""),
+                "reload {k}: c is gone"
             );
         } else {
             assert_eq!(api, 200, "reload {k}: /api/ is back");
-            assert_eq!(instance, "c", "reload {k}: c is back");
+            assert_eq!(
+                (status, instance.as_str()),
+                (200, "c"),
+                "reload {k}: c is back"
+            );
             allowed.write().await.push(inst("c"));
         }
         // Let the load run across each generation.
@@ -568,7 +575,7 @@ async fn reloads_and_upgrades_under_load_lose_nothing() {
         assert_eq!(status["generation"], 21, "{what}");
         assert_eq!(
             observe(&site, &c, &format!("broken{k}")).await,
-            (200, "c".to_string()),
+            (200, 200, "c".to_string()),
             "{what}: the old config keeps serving"
         );
     }

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use signalr_edge::signalr::keys::{query_param, token_audience_host, CONNECTION_ID_PARAM};
-use signalr_edge::signalr::{Affinity, AffinityInput, Candidate, Rule, DEFAULT_RULES};
+use signalr_edge::signalr::{Affinity, AffinityInput, Candidate, Choice, Rule, DEFAULT_RULES};
 
 #[cfg(fuzzing)]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| run(data));
@@ -90,28 +90,38 @@ pub fn run(data: &[u8]) {
         // Two chains built apart agree (every replica of the edge picks the same instance).
         let a = Affinity::new(rules.to_vec(), &HOSTS);
         let b = Affinity::new(rules.to_vec(), &HOSTS);
-        let pick = |x: &Affinity| {
-            x.choose(&active, &retired, &input)
-                .map(|(e, rule)| (e.host, rule))
+        let pick = |x: &Affinity| match x.choose(&active, &retired, &input) {
+            Choice::To(e, rule) => Ok(Some((e.host, rule))),
+            Choice::Unavailable(e) => Err(e.host),
+            Choice::NoneHealthy => Ok(None),
         };
         let chosen = pick(&a);
         assert_eq!(chosen, pick(&b), "rules {rules:?}");
         match chosen {
-            None => assert!(active.iter().all(|e| !e.healthy)),
-            Some((host, Rule::Retired)) => {
+            Ok(None) => assert!(active.iter().all(|e| !e.healthy)),
+            Err(host) => {
+                // Named by the token, down or retired, and the request starts a connection.
+                assert!(!input.existing_connection && rules.contains(&Rule::Audience));
+                assert_eq!(audience.as_deref(), Some(host));
+                assert!(active.iter().all(|e| e.host != host || !e.healthy));
+            }
+            Ok(Some((host, Rule::Retired))) => {
                 assert!(input.existing_connection && rules.contains(&Rule::Audience));
                 assert_eq!(host, retired[0].host);
                 assert_eq!(audience.as_deref(), Some(host));
             }
-            Some((host, rule)) => {
+            Ok(Some((host, rule))) => {
                 let e = active
                     .iter()
                     .find(|e| e.host == host)
                     .expect("an active one");
-                assert!(e.healthy, "{host} chosen by {rule:?} while down");
                 assert!(rule == Rule::RoundRobin || rules.contains(&rule));
                 if rule == Rule::Audience {
                     assert_eq!(audience.as_deref(), Some(host));
+                    // Down, it still gets the requests of its existing connections.
+                    assert!(e.healthy || input.existing_connection, "{host} while down");
+                } else {
+                    assert!(e.healthy, "{host} chosen by {rule:?} while down");
                 }
             }
         }

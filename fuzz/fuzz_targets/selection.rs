@@ -12,6 +12,7 @@ use signalr_edge::config::parse_str;
 use signalr_edge::proxy::refusal::Refusal;
 use signalr_edge::proxy::selection::{select, Selection};
 use signalr_edge::runtime::Runtime;
+use signalr_edge::signalr::keys::{query_param, CONNECTION_ID_PARAM};
 use signalr_edge::signalr::Rule;
 
 #[cfg(fuzzing)]
@@ -100,7 +101,17 @@ pub fn run(data: &[u8]) {
                 let pool = sel.pool.as_ref().expect("a pool");
                 let ep = sel.endpoint.as_ref().expect("an endpoint");
                 let rule = sel.choice.expect("a rule");
-                assert!(ep.is_healthy() || rule == Rule::Retired);
+                // A down instance named by the token still gets its existing connections'.
+                let existing = req
+                    .uri
+                    .query()
+                    .and_then(|q| query_param(q, CONNECTION_ID_PARAM))
+                    .is_some_and(|v| !v.is_empty());
+                assert!(
+                    ep.is_healthy()
+                        || rule == Rule::Retired
+                        || (rule == Rule::Audience && existing)
+                );
                 assert!(pool.endpoints.iter().any(|e| e.name == ep.name));
                 // Routing went by the normalised path, sent upstream in place of the client's
                 // (less the prefix of the route that strips one).
@@ -133,6 +144,12 @@ pub fn run(data: &[u8]) {
                 panic!("every pool of the fixed runtime has a healthy endpoint")
             }
             Err(Refusal::NoRoute) => assert!(sel.route.is_none() && sel.endpoint.is_none()),
+            // Only c is down: a new connection whose token names it is told so, naming it.
+            Err(Refusal::InstanceUnavailable) => {
+                let ep = sel.endpoint.as_ref().expect("the named instance");
+                assert_eq!(ep.name, "c.service.signalr.net");
+                assert!(!ep.is_healthy());
+            }
             // Other refusals (request hygiene, limits, tokens) are the edge's to give.
             #[allow(unreachable_patterns)]
             Err(_) => {}

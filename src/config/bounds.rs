@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::file::{File, HealthCheck, Pool, Resolver, Timeouts};
+use super::file::{File, HealthCheck, PassiveHealth, Pool, Resolver, Timeouts};
 use super::PathError;
 
 /// `server.threads`: Pingora runs one event loop per thread (and the health checks as many
@@ -27,6 +27,8 @@ pub const MAX_HEALTH_INTERVAL: Duration = Duration::from_secs(3600);
 pub const MAX_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
 /// `health_check.healthy_threshold` and `unhealthy_threshold`.
 pub const MAX_THRESHOLD: usize = 1000;
+/// `passive_health.ejection`: an hour out of service is the most one streak should cost.
+pub const MAX_EJECTION: Duration = Duration::from_secs(3600);
 /// `timeouts.connect`.
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 /// `timeouts.read`, `timeouts.write` and `timeouts.idle`: one day.
@@ -135,6 +137,7 @@ pub fn pool(path: &str, pool: &Pool) -> Result<(), PathError> {
             ));
         }
     }
+    passive(&format!("{path}.passive_health"), &pool.passive_health)?;
     timeouts(&format!("{path}.timeouts"), &pool.timeouts)
 }
 
@@ -152,6 +155,12 @@ fn health(path: &str, hc: &HealthCheck) -> Result<(), PathError> {
         count(&format!("{path}.{key}"), n, 1, MAX_THRESHOLD)?;
     }
     Ok(())
+}
+
+fn passive(path: &str, p: &PassiveHealth) -> Result<(), PathError> {
+    // 0 turns it off; the ejection is bounded either way, so turning it on is a safe edit.
+    count(&format!("{path}.failures"), p.failures, 0, MAX_THRESHOLD)?;
+    duration(&format!("{path}.ejection"), p.ejection, MAX_EJECTION)
 }
 
 fn timeouts(path: &str, t: &Timeouts) -> Result<(), PathError> {
@@ -218,6 +227,7 @@ pools:
       timeout: {timeout}
       healthy_threshold: {healthy}
       unhealthy_threshold: {unhealthy}
+    passive_health: { failures: {failures}, ejection: {ejection} }
     timeouts: { connect: {connect}, read: {read}, write: {write}, idle: {idle} }
 routes: [{ path: /, pool: p }]
 "#
@@ -232,6 +242,8 @@ routes: [{ path: /, pool: p }]
             ("timeout", "2s"),
             ("healthy", "1"),
             ("unhealthy", "2"),
+            ("failures", "3"),
+            ("ejection", "10s"),
             ("connect", "5s"),
             ("read", "120s"),
             ("write", "30s"),
@@ -292,6 +304,8 @@ routes: [{ path: /, pool: p }]
             ("timeout", "5m"),
             ("healthy", "1000"),
             ("unhealthy", "1000"),
+            ("failures", "1000"),
+            ("ejection", "1h"),
             ("connect", "5m"),
             ("read", "24h"),
             ("write", "1day"),
@@ -305,6 +319,7 @@ routes: [{ path: /, pool: p }]
             ("shutdown", "0"),
             ("pool", "0"),
             ("read_buffer", "0"),
+            ("failures", "0"),
         ];
         parse_str(&file(&min)).unwrap();
         parse_str(&file(&[("threads", "1"), ("pool", "65536")])).unwrap();
@@ -406,6 +421,24 @@ routes: [{ path: /, pool: p }]
                 "18446744073709551615",
                 "pools.p.health_check.unhealthy_threshold",
                 "at most 1000",
+            ),
+            (
+                "failures",
+                "1001",
+                "pools.p.passive_health.failures",
+                "at most 1000",
+            ),
+            (
+                "ejection",
+                "3601s",
+                "pools.p.passive_health.ejection",
+                "at most 3600s",
+            ),
+            (
+                "ejection",
+                "0s",
+                "pools.p.passive_health.ejection",
+                "more than 0",
             ),
             (
                 "connect",

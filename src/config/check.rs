@@ -286,6 +286,7 @@ pub fn check_pool(name: &str, pool: &Pool) -> Result<PoolConfig, PathError> {
             PoolKind::App => HostHeader::Preserve,
         }),
         health_check: pool.health_check.clone(),
+        passive_health: pool.passive_health,
         timeouts: pool.timeouts.clone(),
         tls: pool.tls.clone(),
         tokens,

@@ -230,6 +230,9 @@ pub struct Pool {
     /// Active health checks.
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
+    /// Passive health: endpoints that keep failing real requests are ejected for a while.
+    #[serde(default)]
+    pub passive_health: PassiveHealth,
     /// Upstream timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -303,6 +306,28 @@ impl Default for HealthCheck {
             timeout: Duration::from_secs(2),
             healthy_threshold: 1,
             unhealthy_threshold: 2,
+        }
+    }
+}
+
+/// Passive health (outlier detection), like nginx's `max_fails`/`fail_timeout`: `failures`
+/// consecutive failed requests (connect errors and timeouts, no response header within the read
+/// timeout, `5xx` to a SignalR negotiate) take an endpoint out of new requests for `ejection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveHealth {
+    /// Consecutive failures that eject an endpoint; `0` turns passive health off.
+    pub failures: usize,
+    /// How long an ejected endpoint gets no new requests.
+    #[serde(with = "humantime_serde")]
+    pub ejection: Duration,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        PassiveHealth {
+            failures: 3,
+            ejection: Duration::from_secs(10),
         }
     }
 }

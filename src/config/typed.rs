@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::file::{Forwarding, HealthCheck, HostHeader, ListenerTls, PoolKind, Route};
-use super::file::{Pinning, Resolver, ServerSection, Timeouts, Tokens, UpstreamTls};
+use super::file::{PassiveHealth, Pinning, Resolver, ServerSection, Timeouts, Tokens, UpstreamTls};
 use super::limits::Limits;
 use super::values::Address;
 use crate::signalr::Rule;
@@ -107,6 +107,8 @@ pub struct PoolConfig {
     pub host_header: HostHeader,
     /// Active health checks.
     pub health_check: Option<HealthCheck>,
+    /// Passive health: ejection of endpoints that fail requests.
+    pub passive_health: PassiveHealth,
     /// Upstream timeouts.
     pub timeouts: Timeouts,
     /// Upstream TLS settings.

@@ -1,6 +1,7 @@
 //! The operations state shared by the signal handlers, the admin listener and the drain:
 //! reloads, binary upgrades (listener hand-off) and readiness, with their counters.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -13,6 +14,7 @@ use serde::Serialize;
 use super::Exit;
 use crate::reload::{Reloader, Report};
 use crate::runtime::drain::{Drain, Phase};
+use crate::runtime::{HealthView, Runtime};
 
 /// How long an old process keeps accepting after it handed its listeners over, so the new one
 /// is surely accepting before the old one stops. (The sockets are shared: nothing is refused
@@ -165,8 +167,44 @@ impl Ops {
             refusals: crate::proxy::refusal::counts().into_iter().collect(),
             health_checks: super::health_checks::counts(),
             dns: super::dns::counts(),
+            endpoints: endpoints(&self.reloader.runtime()),
         }
     }
+}
+
+/// Each pool's endpoints and their health, as `/status` shows them.
+fn endpoints(runtime: &Runtime) -> BTreeMap<String, Vec<EndpointStatus>> {
+    runtime
+        .pools
+        .iter()
+        .map(|p| {
+            let eps = p
+                .endpoints
+                .iter()
+                .map(|e| EndpointStatus {
+                    name: e.name.clone(),
+                    address: e.addr.to_string(),
+                    healthy: e.is_healthy(),
+                    health: e.health_view(),
+                })
+                .collect();
+            (p.name.clone(), eps)
+        })
+        .collect()
+}
+
+/// One endpoint in `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointStatus {
+    /// Its name on the ring.
+    pub name: String,
+    /// Where it is reached.
+    pub address: String,
+    /// Whether new requests may go there (probe healthy and not ejected).
+    pub healthy: bool,
+    /// The probe's verdict and passive health's state.
+    #[serde(flatten)]
+    pub health: HealthView,
 }
 
 /// Successes and failures.
@@ -208,11 +246,13 @@ pub struct Status {
     /// The listening sockets it inherited.
     pub inherited_listeners: Vec<String>,
     /// Requests the edge answered itself since start, by reason (`refused=` in the access log).
-    pub refusals: std::collections::BTreeMap<&'static str, u64>,
+    pub refusals: BTreeMap<&'static str, u64>,
     /// Health-check probes that panicked and scheduler restarts since start.
     pub health_checks: super::health_checks::HealthCounts,
     /// DNS refresh rounds, failed lookups and endpoints moved since start.
     pub dns: super::dns::DnsCounts,
+    /// Each pool's endpoints: health, ejection time left, failure streak and ejections.
+    pub endpoints: BTreeMap<String, Vec<EndpointStatus>>,
 }
 
 /// An `Ops` over a one-pool config, for unit tests; its exit panics.
@@ -252,6 +292,9 @@ mod tests {
             (s.phase, s.generation, s.drain_deadline_seconds),
             ("serving", 1, 7)
         );
+        let p = &s.endpoints["p"];
+        assert_eq!((p[0].name.as_str(), p[0].healthy), ("127.0.0.1:5000", true));
+        assert_eq!(p[0].health.ejected_for_seconds, None);
         ops.drain.begin(Phase::Stopping);
         assert!(!ops.is_ready());
         let s = ops.status();

@@ -8,7 +8,7 @@ use pingora_http::RequestHeader;
 use super::refusal::Refusal;
 use super::selection::Selection;
 use crate::runtime::limits::GateGuard;
-use crate::runtime::Runtime;
+use crate::runtime::{Endpoint, Runtime};
 
 /// What an admitted request holds: its place on the route, and the body it may send.
 #[derive(Debug)]
@@ -65,9 +65,14 @@ fn declared_length(req: &RequestHeader) -> Option<u64> {
         .ok()
 }
 
-/// The `Retry-After` seconds of a refusal that has one.
-pub fn retry_after(refusal: Refusal, runtime: Option<&Runtime>) -> Option<u64> {
+/// The `Retry-After` seconds of a refusal that has one; `endpoint` is the one chosen, if any.
+pub fn retry_after(
+    refusal: Refusal,
+    runtime: Option<&Runtime>,
+    endpoint: Option<&Endpoint>,
+) -> Option<u64> {
     match refusal {
+        Refusal::InstanceUnavailable => Some(endpoint.map_or(1, Endpoint::retry_after)),
         Refusal::ClientRate => {
             Some(runtime.map_or(1, |r| r.limits.per_client.interval.as_secs().max(1)))
         }
@@ -151,7 +156,7 @@ mod tests {
         assert!(held.gate.is_some());
         let busy = check(&rt, &req("/small/x", None), "192.0.2.2").unwrap_err();
         assert_eq!(busy, Refusal::RouteBusy);
-        assert_eq!(retry_after(busy, Some(&rt)), Some(1));
+        assert_eq!(retry_after(busy, Some(&rt), None), Some(1));
         drop(held);
         assert!(check(&rt, &req("/small/x", None), "192.0.2.2").is_ok());
     }
@@ -168,7 +173,10 @@ mod tests {
             check(&rt, &miss, "192.0.2.9").unwrap_err(),
             Refusal::ClientRate
         );
-        assert_eq!(retry_after(Refusal::ClientRate, Some(&rt)), Some(3600));
+        assert_eq!(
+            retry_after(Refusal::ClientRate, Some(&rt), None),
+            Some(3600)
+        );
         assert!(check(&rt, &miss, "192.0.2.10").is_ok(), "another client");
         let mut sel = Selection::default();
         let r = req("/x", None);
@@ -177,6 +185,6 @@ mod tests {
             admit(&rt, &r, &sel, true, routed).unwrap_err(),
             Refusal::ClientConnections
         );
-        assert_eq!(retry_after(Refusal::NoRoute, None), None);
+        assert_eq!(retry_after(Refusal::NoRoute, None, None), None);
     }
 }

@@ -14,14 +14,15 @@ use http::HeaderValue;
 use log::info;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, ErrorType, Result};
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 mod access_log;
 pub mod connection;
 mod forwarded;
 pub mod limits;
+mod outcome;
 mod path;
 mod pinning;
 mod redact;
@@ -36,6 +37,7 @@ use crate::signalr::Rule;
 use access_log::request_line;
 use connection::{idle_seconds, OverClientConnections};
 use limits::{admit, retry_after, BodyCount};
+use outcome::{answer_unavailable, of_proxy_error, of_response, Outcome};
 use refusal::Refusal;
 use selection::{select, Selection};
 
@@ -66,6 +68,12 @@ pub struct RequestCtx {
     /// The body limit, and the body seen so far.
     max_body: u64,
     body: BodyCount,
+    /// The upstream's response header arrived.
+    upstream_header: bool,
+    /// The chosen endpoint failed (connect, or no header in time): passive health counted it.
+    upstream_failed: bool,
+    /// App pools: endpoints whose connect failed, each tried once.
+    tried: Vec<usize>,
 }
 
 #[async_trait]
@@ -82,6 +90,9 @@ impl ProxyHttp for EdgeProxy {
             _gate: None,
             max_body: u64::MAX,
             body: BodyCount::default(),
+            upstream_header: false,
+            upstream_failed: false,
+            tried: Vec::new(),
         }
     }
 
@@ -192,6 +203,128 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let (Some(pool), Some(ep)) = (&ctx.sel.pool, &ctx.sel.endpoint) else {
+            return e;
+        };
+        ep.record_failure(&pool.name, e.etype().as_str());
+        ctx.upstream_failed = true;
+        // Nothing was sent: an app pool tries its next server; a SignalR request stays with
+        // its instance, whose 503 `fail_to_proxy` answers.
+        match pool.next_after_failure(ep, &mut ctx.tried).cloned() {
+            Some(next) => {
+                ctx.sel.load = Some(next.load.hold());
+                ctx.sel.endpoint = Some(next);
+                ctx.upstream_failed = false;
+                e.set_retry(true);
+            }
+            None => e.set_retry(false),
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if let (Some(pool), Some(ep)) = (&ctx.sel.pool, &ctx.sel.endpoint) {
+            if of_proxy_error(e.etype(), ctx.upstream_header) == Outcome::Failure {
+                ep.record_failure(&pool.name, "no response header within the read timeout");
+                ctx.upstream_failed = true;
+            }
+        }
+        // Pingora's own policy: a request whose pooled connection the upstream had closed is
+        // sent again (on a fresh connection to the same endpoint), if it is idempotent and
+        // its body is still buffered.
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_header = true;
+        if let (Some(pool), Some(ep)) = (&ctx.sel.pool, &ctx.sel.endpoint) {
+            let req = session.req_header();
+            let status = upstream_response.status.as_u16();
+            match of_response(pool.kind, &req.method, req.uri.path(), status) {
+                Outcome::Failure => {
+                    ep.record_failure(&pool.name, &format!("{status} to negotiate"))
+                }
+                Outcome::Success => ep.record_success(),
+                Outcome::Neutral => {}
+            }
+        }
+        let sel = &mut ctx.sel;
+        if let (Some(watch), Some(pool), Some(ep)) = (&mut sel.negotiate, &sel.pool, &sel.endpoint)
+        {
+            watch.on_response(upstream_response, pool, ep);
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let unavailable = ctx.refusal.is_none()
+            && ctx.sel.pool.as_ref().is_some_and(|p| {
+                answer_unavailable(p.kind, ctx.upstream_failed, ctx.upstream_header)
+            });
+        if unavailable
+            && refuse(session, ctx, Refusal::InstanceUnavailable)
+                .await
+                .is_ok()
+        {
+            return FailToProxy {
+                error_code: Refusal::InstanceUnavailable.status(),
+                can_reuse_downstream: false,
+            };
+        }
+        // Pingora's default answer.
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 {
+            if let Err(e) = session.respond_error(code).await {
+                log::error!("failed to send error response to downstream: {e}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -230,20 +363,6 @@ impl ProxyHttp for EdgeProxy {
             .map(|r| r.forwarding)
             .unwrap_or_default();
         forwarded::apply(upstream, &hop, opts)
-    }
-
-    async fn upstream_response_filter(
-        &self,
-        _session: &mut Session,
-        upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        let sel = &mut ctx.sel;
-        if let (Some(watch), Some(pool), Some(ep)) = (&mut sel.negotiate, &sel.pool, &sel.endpoint)
-        {
-            watch.on_response(upstream_response, pool, ep);
-        }
-        Ok(())
     }
 
     fn response_body_filter(
@@ -317,11 +436,21 @@ async fn refuse(session: &mut Session, ctx: &mut RequestCtx, refusal: Refusal) -
         }
         Refusal::MissingToken => Bytes::from_static(b"signalr-edge: no access token\n"),
         Refusal::InvalidToken => Bytes::from_static(b"signalr-edge: invalid access token\n"),
+        Refusal::InstanceUnavailable => {
+            let (name, host) = ctx
+                .sel
+                .endpoint
+                .as_ref()
+                .map_or(("", ""), |e| (e.name.as_str(), e.host.as_str()));
+            Bytes::from(format!(
+                "signalr-edge: instance {name} ({host}) is unavailable; negotiate again\n"
+            ))
+        }
         other => Bytes::from(format!("signalr-edge: refused: {}\n", other.as_str())),
     };
     let mut resp = ServerSession::generate_error(refusal.status());
     resp.set_content_length(body.len())?;
-    if let Some(secs) = retry_after(refusal, ctx.runtime.as_deref()) {
+    if let Some(secs) = retry_after(refusal, ctx.runtime.as_deref(), ctx.sel.endpoint.as_deref()) {
         resp.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
     }
     for (name, value) in refusal.headers() {

@@ -112,7 +112,7 @@ mod tests {
     /// The endpoint index and rule `query` gets.
     fn route(pool: &Pool, query: &str) -> (usize, Rule) {
         let input = AffinityInput::new(Some(query), None, None);
-        let (e, rule) = pool.choose(&input).unwrap();
+        let (e, rule) = pool.choose(&input).chosen().unwrap();
         let i = pool.endpoints.iter().position(|x| Arc::ptr_eq(x, e));
         (i.unwrap(), rule)
     }
@@ -138,9 +138,12 @@ mod tests {
         assert_eq!(route(&p, "hub=chat&id=t%252B1"), (other, Rule::Pinned));
         assert_eq!(route(&p, "id=cid"), (other, Rule::Pinned));
         assert_ne!(route(&p, "id=unknown").1, Rule::Pinned);
-        // The pinned endpoint goes down: the rules decide; back up, the pin holds again.
+        // The pinned endpoint goes down: a new connection (a negotiate) is the rules' to place,
+        // a request of an existing one still goes to its instance (it can succeed nowhere
+        // else; a failed connect there is answered 503); back up, the pin holds for both.
         p.endpoints[other].health.record(false, 1, 1);
-        assert_eq!(route(&p, "id=cid&asrs_request_id=r1").1, Rule::RequestId);
+        assert_eq!(route(&p, "asrs_request_id=r1").1, Rule::RequestId);
+        assert_eq!(route(&p, "id=cid&asrs_request_id=r1"), (other, Rule::Pinned));
         p.endpoints[other].health.record(true, 1, 1);
         assert_eq!(route(&p, "id=cid"), (other, Rule::Pinned));
     }
@@ -197,7 +200,7 @@ mod tests {
             three.pins.as_ref().unwrap()
         ));
         let input = AffinityInput::new(Some("id=cid"), None, None);
-        let (e, rule) = three.choose(&input).unwrap();
+        let (e, rule) = three.choose(&input).chosen().unwrap();
         assert_eq!((e.name.as_str(), rule), ("a.example", Rule::Pinned));
     }
 }

@@ -52,11 +52,15 @@ pub enum Refusal {
     /// Admin listener: a `POST` a browser could send cross-site (neither a JSON content type
     /// nor an `X-Signalr-Edge` header, both of which need a CORS preflight it does not answer).
     AdminCrossSite,
+    /// The instance the access token names is down, ejected or retired, or did not answer:
+    /// `503` with `Retry-After`, so that the client negotiates again (never another instance,
+    /// which would refuse the token with `401`).
+    InstanceUnavailable,
 }
 
 impl Refusal {
     /// Every reason, in counter order.
-    pub const ALL: [Refusal; 20] = [
+    pub const ALL: [Refusal; 21] = [
         Refusal::NoRoute,
         Refusal::NoHealthyEndpoint,
         Refusal::ClientConnections,
@@ -77,6 +81,7 @@ impl Refusal {
         Refusal::AdminWrongHost,
         Refusal::AdminUnauthorized,
         Refusal::AdminCrossSite,
+        Refusal::InstanceUnavailable,
     ];
 
     /// The HTTP status of the answer.
@@ -102,6 +107,7 @@ impl Refusal {
             Refusal::AdminWrongHost => 421,
             Refusal::AdminUnauthorized => 401,
             Refusal::AdminCrossSite => 403,
+            Refusal::InstanceUnavailable => 503,
         }
     }
 
@@ -139,6 +145,7 @@ impl Refusal {
             Refusal::AdminWrongHost => "admin_wrong_host",
             Refusal::AdminUnauthorized => "admin_unauthorized",
             Refusal::AdminCrossSite => "admin_cross_site",
+            Refusal::InstanceUnavailable => "instance_unavailable",
         }
     }
 

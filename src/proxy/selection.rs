@@ -15,7 +15,7 @@ use super::pinning::{self, NegotiateWatch};
 use super::refusal::Refusal;
 use super::target;
 use crate::runtime::{Endpoint, LoadGuard, Pool, Runtime};
-use crate::signalr::{AffinityInput, Rule};
+use crate::signalr::{AffinityInput, Choice, Rule};
 
 /// Who the client is, from the peer address and trusted forwarding headers.
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,7 +37,7 @@ pub struct Selection {
     pub route: Option<usize>,
     /// The route's pool (also set when no endpoint is healthy, to name it in the 503).
     pub pool: Option<Arc<Pool>>,
-    /// The chosen endpoint.
+    /// The chosen endpoint (on an `instance_unavailable` refusal: the one the token names).
     pub endpoint: Option<Arc<Endpoint>>,
     /// The rule that chose it.
     pub choice: Option<Rule>,
@@ -101,12 +101,22 @@ pub fn select(
             Refusal::from(r)
         })?;
     }
-    let (endpoint, rule) = pool.choose(&input).ok_or(Refusal::NoHealthyEndpoint)?;
-    sel.load = Some(endpoint.load.hold());
-    sel.negotiate = pinning::watch(pool, rule, &req.method, &target.path, &input);
-    sel.endpoint = Some(endpoint.clone());
-    sel.choice = Some(rule);
-    Ok(())
+    match pool.choose(&input) {
+        Choice::To(endpoint, rule) => {
+            sel.load = Some(endpoint.load.hold());
+            sel.negotiate = pinning::watch(pool, rule, &req.method, &target.path, &input);
+            sel.endpoint = Some(endpoint.clone());
+            sel.choice = Some(rule);
+            Ok(())
+        }
+        Choice::Unavailable(endpoint) => {
+            // Kept to name it in the answer and the access log; nothing is sent there.
+            sel.endpoint = Some(endpoint.clone());
+            sel.choice = Some(Rule::Audience);
+            Err(Refusal::InstanceUnavailable)
+        }
+        Choice::NoneHealthy => Err(Refusal::NoHealthyEndpoint),
+    }
 }
 
 /// A browser's CORS preflight: it never carries credentials, and the instance answers it.
@@ -253,7 +263,7 @@ mod tests {
                 want,
                 "{method} {uri} {auth:?}"
             );
-            // A refused request has its pool (for the access log) and no endpoint.
+            // A refused token has its pool (for the access log) and no endpoint.
             assert!(sel.pool.is_some());
             assert_eq!(sel.endpoint.is_some(), want.is_ok());
         }
@@ -303,6 +313,40 @@ mod tests {
         let (route, rewrite, ..) = chosen("http://edge/signalr/client/?hub=chat");
         assert_eq!(route, Some(2));
         assert_eq!(rewrite.as_deref(), Some("/client/?hub=chat"));
+    }
+
+    #[test]
+    fn a_token_for_a_down_instance_is_answered_unavailable_naming_it() {
+        let rt = runtime();
+        let token = asrs_emulator::token::sign(
+            "k",
+            &asrs_emulator::token::audience("b.service.signalr.net", "chat"),
+            None,
+            std::time::Duration::from_secs(60),
+        );
+        let bearer = format!("Bearer {token}");
+        let negotiate = req(
+            "/client/negotiate?hub=chat&asrs_request_id=x",
+            &[("host", "edge"), ("authorization", &bearer)],
+        );
+        let mut sel = Selection::default();
+        select(&rt, &negotiate, None, &mut sel).unwrap();
+        assert_eq!(sel.endpoint.as_ref().unwrap().name, "b.service.signalr.net");
+        rt.pools[1].endpoints[1].health.set(false);
+        let mut sel = Selection::default();
+        assert_eq!(
+            select(&rt, &negotiate, None, &mut sel),
+            Err(Refusal::InstanceUnavailable)
+        );
+        assert_eq!(sel.endpoint.unwrap().name, "b.service.signalr.net");
+        // A request of an existing connection still goes to its instance: nowhere else knows it.
+        let poll = req(
+            "/client/?hub=chat&id=c1",
+            &[("host", "edge"), ("authorization", &bearer)],
+        );
+        let mut sel = Selection::default();
+        select(&rt, &poll, None, &mut sel).unwrap();
+        assert_eq!(sel.endpoint.unwrap().name, "b.service.signalr.net");
     }
 
     #[test]

@@ -2,15 +2,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderValue;
+use log::warn;
 use pingora_core::protocols::tls::CaType;
 use pingora_core::upstreams::peer::HttpPeer;
 
-use super::health::{Health, ProbeTarget, Prober};
+use super::health::{now_ms, Health, HealthView, ProbeTarget, Prober};
 use super::load::Load;
 use super::resolve::{literal, Addresses};
-use crate::config::{EndpointSpec, PoolConfig};
+use crate::config::{EndpointSpec, PassiveHealth, PoolConfig};
 use crate::signalr::token::TokenKey;
 use crate::signalr::Candidate;
 
@@ -36,6 +38,8 @@ pub struct Endpoint {
     pub load: Arc<Load>,
     /// Active probe, if the pool has health checks.
     pub prober: Option<Arc<Prober>>,
+    /// The pool's passive-health settings (this generation's; the state is in `health`).
+    pub passive: PassiveHealth,
     /// The AccessKey its tokens are signed with (from a connection string), kept even while
     /// the pool does not verify tokens: a later reload may turn that on and retire this one.
     pub token_key: Option<TokenKey>,
@@ -107,6 +111,7 @@ impl Endpoint {
             health: Arc::new(Health::default()),
             load: Arc::new(Load::default()),
             prober,
+            passive: pool.passive_health,
             token_key: spec.access_key.as_deref().map(TokenKey::new),
             peer,
         })
@@ -120,6 +125,45 @@ impl Endpoint {
     /// Whether new requests may go here.
     pub fn is_healthy(&self) -> bool {
         self.health.is_healthy()
+    }
+
+    /// Counts a failed request against the endpoint (`what` failed, for the log); logs the
+    /// ejection it may start.
+    pub fn record_failure(&self, pool: &str, what: &str) {
+        match self.health.passive_failure(&self.passive, now_ms()) {
+            Some(d) => warn!(
+                "pool {pool}: endpoint {} ({}) ejected for {d:?} after {} consecutive failures \
+                 (the last: {what})",
+                self.name, self.addr, self.passive.failures
+            ),
+            None => log::info!(
+                "pool {pool}: endpoint {} ({}) failed: {what}",
+                self.name,
+                self.addr
+            ),
+        }
+    }
+
+    /// Records an answer that ends the endpoint's failure streak.
+    pub fn record_success(&self) {
+        self.health.passive_success();
+    }
+
+    /// `Retry-After` seconds for a request refused because the endpoint is unavailable: what is
+    /// left of its ejection, else the probe interval (the soonest a probe can bring it back),
+    /// at least 1.
+    pub fn retry_after(&self) -> u64 {
+        let wait = self
+            .health
+            .ejection_left(now_ms())
+            .or(self.prober.as_ref().map(|p| p.interval))
+            .unwrap_or(Duration::from_secs(1));
+        retry_after_secs(wait)
+    }
+
+    /// The health state as `/status` shows it.
+    pub fn health_view(&self) -> HealthView {
+        self.health.view(now_ms())
     }
 
     /// Identity for keeping health state across reloads: same name, address, scheme and host.
@@ -141,6 +185,12 @@ impl Endpoint {
     }
 }
 
+/// Whole seconds to wait, rounded up, at least 1 (`Retry-After` has no fractions).
+fn retry_after_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
 impl Candidate for Arc<Endpoint> {
     fn host(&self) -> &str {
         &self.host
@@ -152,5 +202,18 @@ impl Candidate for Arc<Endpoint> {
 
     fn load(&self) -> usize {
         self.load.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds_and_is_at_least_one() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(100)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(10)), 10);
     }
 }

@@ -1,18 +1,28 @@
-//! Endpoint health: the state the request path reads (one atomic load) and the probes that set it.
+//! Endpoint health: the state the request path reads (atomic loads; the clock only while an
+//! ejection is set), the probes that set the active half and the passive half (outlier
+//! detection) that real requests feed.
 //!
 //! Probes reuse pingora-load-balancing's `HttpHealthCheck` / `TcpHealthCheck`, one per endpoint,
 //! because ASRS needs each instance's own `Host` and SNI, which a shared check cannot send.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use pingora_core::protocols::tls::CaType;
 use pingora_http::RequestHeader;
 use pingora_load_balancing::health_check::{HealthCheck as Probe, HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::Backend;
+use serde::Serialize;
 
-use crate::config::{CheckKind, HealthCheck};
+use crate::config::{CheckKind, HealthCheck, PassiveHealth};
+
+/// Milliseconds on the process's monotonic clock, from 1 (0 stands for "no ejection").
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+}
 
 /// Health of one endpoint; starts healthy so a fresh edge serves before the first probe.
 #[derive(Debug)]
@@ -20,6 +30,12 @@ pub struct Health {
     healthy: AtomicBool,
     /// Consecutive probe results that disagree with `healthy`.
     streak: AtomicU32,
+    /// End of the current ejection on the `now_ms` clock; 0 when none is set.
+    ejected_until: AtomicU64,
+    /// Consecutive failed requests (passive health).
+    failures: AtomicU64,
+    /// Ejections since the endpoint first appeared (kept across reloads with the rest).
+    ejections: AtomicU64,
 }
 
 impl Default for Health {
@@ -27,14 +43,99 @@ impl Default for Health {
         Health {
             healthy: AtomicBool::new(true),
             streak: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            ejections: AtomicU64::new(0),
         }
     }
 }
 
+/// What `/status` shows of one endpoint's health.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HealthView {
+    /// The active probe's verdict (true without probes).
+    pub probe_healthy: bool,
+    /// Seconds left of the current ejection, if one is set.
+    pub ejected_for_seconds: Option<f64>,
+    /// Consecutive failed requests so far.
+    pub failures: u64,
+    /// Ejections so far.
+    pub ejections: u64,
+}
+
 impl Health {
-    /// Whether new connections may go to the endpoint.
+    /// Whether new connections may go to the endpoint: the probe says so and no ejection is
+    /// running. Reads the clock only while an ejection is set.
     pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.is_ejected_at(None)
+    }
+
+    /// The active probe's verdict alone.
+    pub fn probe_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Whether an ejection runs at `now` (the clock when `None`); clears one that ended, so
+    /// that later calls skip the clock again.
+    fn is_ejected_at(&self, now: Option<u64>) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return false;
+        }
+        if now.unwrap_or_else(now_ms) < until {
+            return true;
+        }
+        let _ = self
+            .ejected_until
+            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
+        false
+    }
+
+    /// Time left of the ejection at `now`, if one runs.
+    pub fn ejection_left(&self, now: u64) -> Option<Duration> {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
+    /// Records a failed request at `now`; returns the ejection it started, if it did. Failures
+    /// during an ejection (requests already under way) neither extend nor count.
+    pub fn passive_failure(&self, p: &PassiveHealth, now: u64) -> Option<Duration> {
+        if p.failures == 0 || self.is_ejected_at(Some(now)) {
+            return None;
+        }
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        // Only the request that reached the threshold ejects (concurrent ones see 0 or more).
+        if n < p.failures as u64
+            || self
+                .failures
+                .compare_exchange(n, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        let ms = u64::try_from(p.ejection.as_millis()).unwrap_or(u64::MAX);
+        self.ejected_until
+            .store(now.saturating_add(ms.max(1)), Ordering::Relaxed);
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+        Some(p.ejection)
+    }
+
+    /// Records an answer that ends a failure streak (any response header but a failing one).
+    pub fn passive_success(&self) {
+        // Read first: the common case writes nothing, so the cache line stays shared.
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The state as `/status` shows it, at `now`.
+    pub fn view(&self, now: u64) -> HealthView {
+        HealthView {
+            probe_healthy: self.probe_healthy(),
+            ejected_for_seconds: self.ejection_left(now).map(|d| d.as_secs_f64()),
+            failures: self.failures.load(Ordering::Relaxed),
+            ejections: self.ejections.load(Ordering::Relaxed),
+        }
     }
 
     /// Sets the state outright (the first probe of an endpoint a reload adds).
@@ -50,7 +151,7 @@ impl Health {
         healthy_threshold: usize,
         unhealthy_threshold: usize,
     ) -> Option<bool> {
-        let healthy = self.is_healthy();
+        let healthy = self.probe_healthy();
         if ok == healthy {
             self.streak.store(0, Ordering::Relaxed);
             return None;
@@ -186,6 +287,54 @@ impl Prober {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consecutive_failures_eject_for_the_ejection_time() {
+        let p = PassiveHealth {
+            failures: 3,
+            ejection: Duration::from_secs(10),
+        };
+        let h = Health::default();
+        assert_eq!(h.passive_failure(&p, 1_000), None);
+        assert_eq!(h.passive_failure(&p, 1_000), None);
+        // A response header in between starts the count again.
+        h.passive_success();
+        assert_eq!(h.passive_failure(&p, 1_000), None);
+        assert_eq!(h.passive_failure(&p, 1_000), None);
+        assert_eq!(h.passive_failure(&p, 2_000), Some(p.ejection));
+        assert!(h.is_ejected_at(Some(2_000)) && h.is_ejected_at(Some(11_999)));
+        assert_eq!(h.ejection_left(5_000), Some(Duration::from_secs(7)));
+        // Requests under way when it was ejected neither extend nor count.
+        assert_eq!(h.passive_failure(&p, 3_000), None);
+        assert_eq!(h.view(3_000).failures, 0);
+        let v = h.view(2_000);
+        assert_eq!((v.probe_healthy, v.ejections), (true, 1));
+        assert_eq!(v.ejected_for_seconds, Some(10.0));
+        // Back after the ejection time, cleared so that is_healthy skips the clock again.
+        assert!(!h.is_ejected_at(Some(12_000)));
+        assert_eq!(h.ejected_until.load(Ordering::Relaxed), 0);
+        assert!(h.is_healthy());
+        assert_eq!(h.view(12_000).ejected_for_seconds, None);
+        // The probe's verdict and the ejection are independent: each alone keeps requests away.
+        h.record(false, 1, 1);
+        assert!(!h.is_healthy() && h.ejection_left(12_000).is_none());
+    }
+
+    #[test]
+    fn failures_zero_turns_passive_health_off() {
+        let off = PassiveHealth {
+            failures: 0,
+            ejection: Duration::from_secs(10),
+        };
+        let h = Health::default();
+        for _ in 0..100 {
+            assert_eq!(h.passive_failure(&off, 1), None);
+        }
+        assert!(h.is_healthy());
+        let one = PassiveHealth { failures: 1, ..off };
+        assert_eq!(h.passive_failure(&one, now_ms()), Some(off.ejection));
+        assert!(!h.is_healthy(), "ejected on the real clock");
+    }
 
     #[test]
     fn thresholds_flip_state() {

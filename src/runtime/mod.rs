@@ -30,6 +30,7 @@ use pingora_core::tls::sign::CertifiedKey;
 use crate::config::{Config, ConfigError, Forwarding, Limits, PathError, Resolver, ServiceConfig};
 pub use admin_token::{AdminToken, MIN_TOKEN_CHARS};
 pub use endpoint::Endpoint;
+pub use health::HealthView;
 #[cfg(test)]
 pub(crate) use health::Prober;
 use limits::ClientRate;

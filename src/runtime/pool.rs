@@ -10,7 +10,7 @@ use super::tls::load_ca_file;
 use super::tokens::{TokenGate, TokenRefusal};
 use crate::config::{HostHeader, PathError, PoolConfig, PoolKind};
 use crate::signalr::negotiate::NegotiatedIds;
-use crate::signalr::{Affinity, AffinityInput, Rule};
+use crate::signalr::{Affinity, AffinityInput, Choice, Rule};
 
 /// A compiled pool.
 #[derive(Debug)]
@@ -103,19 +103,19 @@ impl Pool {
         }
     }
 
-    /// The endpoint of a request and the rule that chose it, or `None` when none is healthy.
-    /// A pin comes first; the rule chain decides without one.
-    pub fn choose(&self, input: &AffinityInput<'_>) -> Option<(&Arc<Endpoint>, Rule)> {
+    /// The endpoint of a request and the rule that chose it, or why there is none. A pin
+    /// comes first; the rule chain decides without one.
+    pub fn choose(&self, input: &AffinityInput<'_>) -> Choice<'_, Arc<Endpoint>> {
         if let Some(ep) = self.pinned(input) {
-            return Some((ep, Rule::Pinned));
+            return Choice::To(ep, Rule::Pinned);
         }
         self.affinity.choose(&self.endpoints, &self.retired, input)
     }
 
     /// The healthy endpoint a pin names for this request's `id=`, else its request id; a pin
     /// renews on use. A retired endpoint serves only requests of existing connections (a
-    /// negotiate is a new one); a pinned endpoint that is down or gone leaves the choice to
-    /// the rules.
+    /// negotiate is a new one); a pinned endpoint that is gone, or down for a new connection,
+    /// leaves the choice to the rules.
     fn pinned(&self, input: &AffinityInput<'_>) -> Option<&Arc<Endpoint>> {
         let pins = self.pins.as_ref()?;
         let keys = [
@@ -136,7 +136,9 @@ impl Pool {
             .iter()
             .chain(retired)
             .find(|e| *e.name == *name)
-            .filter(|e| e.is_healthy())?;
+            // A request of an existing connection can succeed only there (if it is down, the
+            // answer is the 503 naming it); a new one may start elsewhere.
+            .filter(|e| input.existing_connection || e.is_healthy())?;
         pins.pin(key, &name);
         Some(ep)
     }
@@ -160,4 +162,38 @@ impl Pool {
             pins.pin(PinKey::Connection(id.as_bytes()), &name);
         }
     }
+
+    /// The endpoint to try after a connect to `failed` failed, for app pools (nothing was sent,
+    /// so another app server may take the request); `tried` collects the endpoints tried so
+    /// far, which bounds the retries by the pool's size. SignalR pools never retry elsewhere:
+    /// the connection lives on one instance.
+    pub fn next_after_failure(
+        &self,
+        failed: &Arc<Endpoint>,
+        tried: &mut Vec<usize>,
+    ) -> Option<&Arc<Endpoint>> {
+        if self.kind != PoolKind::App {
+            return None;
+        }
+        let at = self.endpoints.iter().position(|e| Arc::ptr_eq(e, failed))?;
+        if !tried.contains(&at) {
+            tried.push(at);
+        }
+        let next = next_untried(self.endpoints.len(), at, tried, |i| {
+            self.endpoints[i].is_healthy()
+        })?;
+        Some(&self.endpoints[next])
+    }
+}
+
+/// The first healthy endpoint after `at` (wrapping) that is not in `tried`.
+fn next_untried(
+    n: usize,
+    at: usize,
+    tried: &[usize],
+    healthy: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    (1..n)
+        .map(|k| (at + k) % n)
+        .find(|i| !tried.contains(i) && healthy(*i))
 }

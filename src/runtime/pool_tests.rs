@@ -5,7 +5,7 @@ use base64::Engine;
 
 use super::{Endpoint, Pool};
 use crate::config::{self, HostHeader, PoolConfig};
-use crate::signalr::{AffinityInput, Rule};
+use crate::signalr::{AffinityInput, Choice, Rule};
 
 fn pool_config(yaml: &str) -> PoolConfig {
     let file: config::Pool = serde_yaml::from_str(yaml).unwrap();
@@ -25,7 +25,18 @@ fn index_of(p: &Pool, e: &Arc<Endpoint>) -> usize {
 
 /// The index of the endpoint `choose` picks, and the rule.
 fn pick(p: &Pool, input: &AffinityInput<'_>) -> Option<(usize, Rule)> {
-    p.choose(input).map(|(e, rule)| (index_of(p, e), rule))
+    match p.choose(input) {
+        Choice::To(e, rule) => Some((index_of(p, e), rule)),
+        _ => None,
+    }
+}
+
+/// The index of the endpoint `choose` says is unavailable.
+fn unavailable(p: &Pool, input: &AffinityInput<'_>) -> Option<usize> {
+    match p.choose(input) {
+        Choice::Unavailable(e) => Some(index_of(p, e)),
+        _ => None,
+    }
 }
 
 /// The endpoint of index `i`, as `index_of` counts.
@@ -52,11 +63,21 @@ fn audience_then_request_id_then_round_robin() {
     let auth = format!("Bearer {}", token_for("b.example"));
     let input = AffinityInput::new(Some("asrs_request_id=x"), Some(auth.as_bytes()), None);
     assert_eq!(pick(&p, &input), Some((1, Rule::Audience)));
-    // The named instance is down: the request id decides, and never picks it.
+    // The named instance is down: it is unavailable (no other instance would take its token),
+    // but requests of its existing connections still go there, their only chance.
     p.endpoints[1].health.record(false, 1, 1);
-    let (i, rule) = pick(&p, &input).unwrap();
-    assert_eq!(rule, Rule::RequestId);
-    assert_ne!(i, 1);
+    assert_eq!(unavailable(&p, &input), Some(1));
+    let existing = AffinityInput::new(Some("id=conn"), Some(auth.as_bytes()), None);
+    assert_eq!(pick(&p, &existing), Some((1, Rule::Audience)));
+    // Without the audience rule the request id decides, and never picks it.
+    let p2 = pool(&format!("{SIGNALR}\naffinity: [request_id, signature]"));
+    p2.endpoints[1].health.record(false, 1, 1);
+    for id in ["x", "y", "z", "w"] {
+        let q = format!("asrs_request_id={id}");
+        let input = AffinityInput::new(Some(&q), Some(auth.as_bytes()), None);
+        let (i, rule) = pick(&p2, &input).unwrap();
+        assert!(rule == Rule::RequestId && i != 1);
+    }
     // A token for a host outside the pool falls through to its signature.
     let auth = format!("Bearer {}", token_for("elsewhere.example"));
     let input = AffinityInput::new(None, Some(auth.as_bytes()), None);
@@ -77,6 +98,56 @@ fn audience_then_request_id_then_round_robin() {
         ),
         None
     );
+}
+
+#[test]
+fn endpoints_sharing_a_host_answer_for_it_together() {
+    let p = pool(
+        "kind: signalr
+endpoints:
+  - { url: https://a.example, address: 127.0.0.1:1, name: a1 }
+  - { url: https://a.example, address: 127.0.0.1:2, name: a2 }
+  - { url: https://b.example, address: 127.0.0.1:3 }",
+    );
+    let auth = format!("Bearer {}", token_for("a.example"));
+    let input = AffinityInput::new(Some("asrs_request_id=x"), Some(auth.as_bytes()), None);
+    assert_eq!(pick(&p, &input), Some((0, Rule::Audience)));
+    // The first healthy one of those sharing the host.
+    p.endpoints[0].health.record(false, 1, 1);
+    assert_eq!(pick(&p, &input), Some((1, Rule::Audience)));
+    // None of them healthy: unavailable (naming the first), never b.
+    let ejected = crate::config::PassiveHealth {
+        failures: 1,
+        ejection: std::time::Duration::from_secs(60),
+    };
+    p.endpoints[1]
+        .health
+        .passive_failure(&ejected, super::health::now_ms());
+    assert_eq!(unavailable(&p, &input), Some(0));
+}
+
+#[test]
+fn app_pools_retry_a_failed_connect_on_each_other_healthy_endpoint_once() {
+    let p = pool("kind: app\nendpoints: [{url: 'http://127.0.0.1:5001'}, {url: 'http://127.0.0.1:5002'}, {url: 'http://127.0.0.1:5003'}, {url: 'http://127.0.0.1:5004'}]");
+    p.endpoints[2].health.record(false, 1, 1);
+    let mut tried = Vec::new();
+    let names = |e: Option<&Arc<Endpoint>>| e.map(|e| e.name.clone());
+    let next = p.next_after_failure(&p.endpoints[1], &mut tried);
+    assert_eq!(
+        names(next),
+        Some("127.0.0.1:5004".into()),
+        "skips the unhealthy 5003"
+    );
+    let next = p.next_after_failure(&p.endpoints[3], &mut tried);
+    assert_eq!(names(next), Some("127.0.0.1:5001".into()));
+    let next = p.next_after_failure(&p.endpoints[0], &mut tried);
+    assert_eq!(next.map(|e| e.name.as_str()), None, "each one tried once");
+    assert_eq!(tried, [1, 3, 0]);
+    // SignalR pools never send a request to another instance.
+    let s = pool(SIGNALR);
+    assert!(s
+        .next_after_failure(&s.endpoints[0], &mut Vec::new())
+        .is_none());
 }
 
 #[test]
@@ -134,10 +205,10 @@ endpoints:
     assert_eq!((i, rule), (2, Rule::Retired));
     assert_eq!(at(&new, i).unwrap().name, "c.example");
     assert!(Arc::ptr_eq(at(&new, i).unwrap(), &old.endpoints[2]));
-    // A negotiate (a new connection) follows the new config.
+    // A negotiate (a new connection) for it is answered unavailable: no instance the new
+    // config has would accept its token.
     let fresh = AffinityInput::new(Some("asrs_request_id=x"), Some(auth.as_bytes()), None);
-    let (i, rule) = pick(&new, &fresh).unwrap();
-    assert!(i < 2 && rule == Rule::RequestId, "{i} {rule}");
+    assert_eq!(unavailable(&new, &fresh), Some(2));
     // Retired endpoints stay retired over later reloads, and come back when configured again.
     let one = "kind: signalr\nendpoints: [{ url: https://a.example, address: 127.0.0.1:1 }]";
     let newer = recompile(one, &new);

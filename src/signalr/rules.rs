@@ -103,23 +103,28 @@ impl Affinity {
         self
     }
 
-    /// The endpoint of a request and the rule that chose it, or `None` when no endpoint is
-    /// healthy. `retired` are endpoints a reload removed: reached only by the audience of a
-    /// request of an existing connection, whose token is valid there only.
+    /// The endpoint of a request and the rule that chose it. `retired` are endpoints a reload
+    /// removed. When the token's audience names endpoints (by host; several may share one) the
+    /// answer is theirs alone: the first healthy one; else, for a request of an existing
+    /// connection, the first of them anyway (it can succeed nowhere else), and for a new one
+    /// `Unavailable` (any other instance would refuse the token). A retired endpoint is reached
+    /// only by requests of its existing connections.
     pub fn choose<'e, E: Candidate>(
         &self,
         active: &'e [E],
         retired: &'e [E],
         input: &AffinityInput<'_>,
-    ) -> Option<(&'e E, Rule)> {
+    ) -> Choice<'e, E> {
         let healthy = |i: usize| active[i].is_healthy();
         for &rule in &self.rules {
             let picked = match rule {
-                Rule::Audience => input
-                    .token
-                    .as_deref()
-                    .and_then(|t| audience(t, active))
-                    .filter(|&i| healthy(i)),
+                Rule::Audience => match input.token.as_deref() {
+                    Some(t) => match self.by_audience(t, active, retired, input) {
+                        Some(choice) => return choice,
+                        None => None,
+                    },
+                    None => None,
+                },
                 Rule::RequestId => {
                     input
                         .request_id
@@ -141,16 +146,37 @@ impl Affinity {
                 Rule::RoundRobin | Rule::Retired | Rule::Pinned => None,
             };
             if let Some(i) = picked {
-                return Some((&active[i], rule));
-            }
-            if rule == Rule::Audience && input.existing_connection {
-                if let Some(i) = input.token.as_deref().and_then(|t| audience(t, retired)) {
-                    return Some((&retired[i], Rule::Retired));
-                }
+                return Choice::To(&active[i], rule);
             }
         }
-        self.round_robin(active)
-            .map(|i| (&active[i], Rule::RoundRobin))
+        match self.round_robin(active) {
+            Some(i) => Choice::To(&active[i], Rule::RoundRobin),
+            None => Choice::NoneHealthy,
+        }
+    }
+
+    /// The audience rule's answer, or `None` when the token names no endpoint of the pool.
+    fn by_audience<'e, E: Candidate>(
+        &self,
+        token: &str,
+        active: &'e [E],
+        retired: &'e [E],
+        input: &AffinityInput<'_>,
+    ) -> Option<Choice<'e, E>> {
+        let existing = input.existing_connection;
+        if let Some(named) = audience(token, active) {
+            return Some(match named {
+                Named::Healthy(i) => Choice::To(&active[i], Rule::Audience),
+                Named::Down(i) if existing => Choice::To(&active[i], Rule::Audience),
+                Named::Down(i) => Choice::Unavailable(&active[i]),
+            });
+        }
+        let i = audience(token, retired)?.index();
+        Some(if existing {
+            Choice::To(&retired[i], Rule::Retired)
+        } else {
+            Choice::Unavailable(&retired[i])
+        })
     }
 
     /// The next healthy endpoint in turn.
@@ -163,15 +189,60 @@ impl Affinity {
     }
 }
 
-/// The index of the endpoint the token's audience names, healthy or not.
-fn audience<E: Candidate>(token: &str, among: &[E]) -> Option<usize> {
+/// What the rule chain decided.
+#[derive(Debug)]
+pub enum Choice<'e, E> {
+    /// This endpoint, chosen by this rule.
+    To(&'e E, Rule),
+    /// The token names this endpoint and it cannot take a new connection (down, or retired):
+    /// the client should negotiate again rather than be sent to an instance that refuses it.
+    Unavailable(&'e E),
+    /// No endpoint of the pool is healthy.
+    NoneHealthy,
+}
+
+impl<'e, E> Choice<'e, E> {
+    /// The endpoint and rule, when one was chosen.
+    pub fn chosen(self) -> Option<(&'e E, Rule)> {
+        match self {
+            Choice::To(e, rule) => Some((e, rule)),
+            Choice::Unavailable(_) | Choice::NoneHealthy => None,
+        }
+    }
+}
+
+/// The endpoint a token's audience names.
+enum Named {
+    /// The first healthy endpoint with that host.
+    Healthy(usize),
+    /// The first endpoint with that host; none of them is healthy.
+    Down(usize),
+}
+
+impl Named {
+    fn index(&self) -> usize {
+        match *self {
+            Named::Healthy(i) | Named::Down(i) => i,
+        }
+    }
+}
+
+/// The endpoint among `among` that the token's audience names, if any.
+fn audience<E: Candidate>(token: &str, among: &[E]) -> Option<Named> {
     if among.is_empty() {
         return None;
     }
     with_audience_host(token, |host| {
-        among
-            .iter()
-            .position(|e| e.host().eq_ignore_ascii_case(host))
+        let mut first = None;
+        for (i, e) in among.iter().enumerate() {
+            if e.host().eq_ignore_ascii_case(host) {
+                if e.is_healthy() {
+                    return Some(Named::Healthy(i));
+                }
+                first.get_or_insert(Named::Down(i));
+            }
+        }
+        first
     })
     .flatten()
 }

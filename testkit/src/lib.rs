@@ -1,7 +1,8 @@
 //! Fixtures shared by signalr-edge's integration tests and benches: `signalr-edge` processes on
 //! ephemeral ports, emulated ASRS instances, a typed builder for the edge's YAML file, test
-//! certificates, one SignalR client for WebSockets, Server-Sent Events and long polling, and
-//! raw HTTP/1.1 probes with a recording upstream (`raw`), and a DNS server (`dns`).
+//! certificates, one SignalR client for WebSockets, Server-Sent Events and long polling, raw
+//! HTTP/1.1 probes with a recording upstream (`raw`), a DNS server (`dns`), and a fault gate in
+//! front of an upstream (`fault`: refuse, blackhole, slow).
 //! Everything runs on 127.0.0.1 and is stopped or removed on drop.
 //!
 //! The edge binary is found next to the running test or bench (see [`process::edge_binary`]):
@@ -15,6 +16,7 @@ pub mod config;
 pub mod dns;
 pub mod edge;
 pub mod emulator;
+pub mod fault;
 pub mod fuzz;
 pub mod process;
 pub mod raw;
@@ -31,5 +33,6 @@ pub use config::{
 pub use dns::{Answer, TestDns};
 pub use edge::Edge;
 pub use emulator::{addr_of, app_server, emulator, endpoint_of, instance, signalr_pool, token};
+pub use fault::{Fault, FaultGate};
 pub use process::{edge_binary, free_port, send_signal, wait_for, TempDir};
 pub use site::{EdgeProcess, EdgeSite};

@@ -64,7 +64,7 @@ fn exercise(text: &str, tally: &mut Tally) {
         if let Some(hc) = &pool.health_check {
             let _ = now + hc.interval + hc.timeout * 2;
         }
-        let _ = now + pool.tokens.clock_skew;
+        let _ = now + pool.tokens.clock_skew + pool.passive_health.ejection;
         // Each pin's expiry is its last use plus the ttl.
         let _ = std::time::Instant::now() + pool.pinning.ttl;
     }

@@ -199,10 +199,13 @@ fn pool() -> BoxedStrategy<Value> {
         duration(MAX_IO_TIMEOUT),
     )
         .prop_map(|(c, r, w, i)| map(vec![("connect", c), ("read", r), ("write", w), ("idle", i)]));
+    let passive = (count(0, MAX_THRESHOLD as u64), duration(MAX_EJECTION))
+        .prop_map(|(f, e)| map(vec![("failures", f), ("ejection", e)]));
     (
         prop::sample::select(vec!["signalr", "app"]),
         prop::collection::vec(endpoint(), 1..3),
         health_check(),
+        passive,
         timeouts,
         prop::option::weighted(0.2, ca),
         (
@@ -212,11 +215,12 @@ fn pool() -> BoxedStrategy<Value> {
         ),
     )
         .prop_map(
-            |(kind, endpoints, health, timeouts, tls, (tokens, pinning, c))| {
+            |(kind, endpoints, health, passive, timeouts, tls, (tokens, pinning, c))| {
                 map(vec![
                     ("kind", Some(s(kind))),
                     ("endpoints", Some(Value::Sequence(endpoints))),
                     ("health_check", Some(health)),
+                    ("passive_health", Some(passive)),
                     ("timeouts", Some(timeouts)),
                     ("tls", tls),
                     // Only SignalR pools verify tokens.
@@ -350,6 +354,14 @@ pub fn mutation() -> BoxedStrategy<Mutation> {
         (
             "pools.p.health_check.unhealthy_threshold",
             [wild_count(MAX_THRESHOLD as u64), zero()].concat(),
+        ),
+        (
+            "pools.p.passive_health.failures",
+            wild_count(MAX_THRESHOLD as u64),
+        ),
+        (
+            "pools.p.passive_health.ejection",
+            wild_duration(MAX_EJECTION),
         ),
         (
             "pools.p.timeouts.connect",

@@ -29,6 +29,9 @@ pub struct Pool {
     /// Active health checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// Passive health: `{ failures, ejection }`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passive_health: Option<PassiveHealth>,
     /// Upstream timeouts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
@@ -55,6 +58,7 @@ impl Pool {
             affinity: None,
             host_header: None,
             health_check: None,
+            passive_health: None,
             timeouts: None,
             tls: None,
             tokens: None,
@@ -94,6 +98,16 @@ impl Pool {
     /// Probes the endpoints.
     pub fn health_check(mut self, check: HealthCheck) -> Pool {
         self.health_check = Some(check);
+        self
+    }
+
+    /// Ejects an endpoint for `ejection` after `failures` consecutive failed requests
+    /// (`failures: 0` turns passive health off).
+    pub fn passive_health(mut self, failures: usize, ejection: Duration) -> Pool {
+        self.passive_health = Some(PassiveHealth {
+            failures,
+            ejection: text(ejection),
+        });
         self
     }
 
@@ -258,6 +272,15 @@ impl HealthCheck {
         self.unhealthy_threshold = Some(n);
         self
     }
+}
+
+/// Passive-health settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassiveHealth {
+    /// Consecutive failures that eject an endpoint.
+    pub failures: usize,
+    /// How long it stays out.
+    pub ejection: String,
 }
 
 /// Access-token verification; unset options keep the edge's defaults.
