@@ -897,7 +897,7 @@ async fn a_new_ca_file_is_not_served_by_connections_the_old_one_verified() {
     let (code, report) = site.reload().await;
     assert_eq!(code, 200, "{report}");
     assert_eq!(report["changes"]["pools_changed"][0], "signalr", "{report}");
-    assert_eq!(negotiate_status("c3").await, 502);
+    assert_eq!(negotiate_status("c3").await, 503);
     assert_eq!(em.instances[0].state.negotiations(), 2);
     // And back: trusted again.
     site.write(&config(&signed.ca), 0);

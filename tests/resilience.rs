@@ -228,8 +228,7 @@ async fn official_clients_move_to_healthy_instances_and_tokens_for_the_dead_one_
         );
         assert_eq!(
             body,
-            "signalr-edge: instance b.service.signalr.net (b.service.signalr.net) is unavailable; \
-             negotiate again\n"
+            "signalr-edge: instance b.service.signalr.net is unavailable; negotiate again\n"
         );
     }
     let st = status(&s).await;

@@ -437,13 +437,16 @@ async fn refuse(session: &mut Session, ctx: &mut RequestCtx, refusal: Refusal) -
         Refusal::MissingToken => Bytes::from_static(b"signalr-edge: no access token\n"),
         Refusal::InvalidToken => Bytes::from_static(b"signalr-edge: invalid access token\n"),
         Refusal::InstanceUnavailable => {
-            let (name, host) = ctx
-                .sel
-                .endpoint
-                .as_ref()
-                .map_or(("", ""), |e| (e.name.as_str(), e.host.as_str()));
+            // An endpoint without a `name:` is named by its host: say it once.
+            let instance = ctx.sel.endpoint.as_ref().map_or(String::new(), |e| {
+                if e.name == e.host {
+                    e.name.clone()
+                } else {
+                    format!("{} ({})", e.name, e.host)
+                }
+            });
             Bytes::from(format!(
-                "signalr-edge: instance {name} ({host}) is unavailable; negotiate again\n"
+                "signalr-edge: instance {instance} is unavailable; negotiate again\n"
             ))
         }
         other => Bytes::from(format!("signalr-edge: refused: {}\n", other.as_str())),

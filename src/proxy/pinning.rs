@@ -143,7 +143,10 @@ mod tests {
         // else; a failed connect there is answered 503); back up, the pin holds for both.
         p.endpoints[other].health.record(false, 1, 1);
         assert_eq!(route(&p, "asrs_request_id=r1").1, Rule::RequestId);
-        assert_eq!(route(&p, "id=cid&asrs_request_id=r1"), (other, Rule::Pinned));
+        assert_eq!(
+            route(&p, "id=cid&asrs_request_id=r1"),
+            (other, Rule::Pinned)
+        );
         p.endpoints[other].health.record(true, 1, 1);
         assert_eq!(route(&p, "id=cid"), (other, Rule::Pinned));
     }

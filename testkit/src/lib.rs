@@ -21,6 +21,7 @@ pub mod fuzz;
 pub mod process;
 pub mod raw;
 pub mod site;
+pub mod steady;
 
 pub use certs::{test_pki, TestPki};
 pub use client::negotiate::{negotiate, Negotiated};
