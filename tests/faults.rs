@@ -1,12 +1,14 @@
 //! Fault tests under load: a steady load of official `@microsoft/signalr` clients (long-lived
 //! clients with automatic reconnect, and fresh connections one after another) over WebSockets,
 //! SSE and long polling, through the edge to three emulated instances, each behind a fault
-//! gate (testkit's TCP forwarder) that kills, blackholes, slows or flaps its instance.
+//! gate (testkit's TCP forwarder) that kills, blackholes, slows or flaps its instance, and a
+//! replica whose DNS record moves (testkit's test nameserver).
 //!
 //! Each test prints a `fault report` line (what failed and for how long), which the README's
 //! figures come from, and asserts what the edge promises: every long-lived client is back,
 //! and no fresh connection fails once the edge has seen the fault.
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use asrs_emulator::{AppConfig, Emulator, EmulatorConfig, InstanceConfig};
 use testkit::fault::{Fault, FaultGate};
 use testkit::steady::{now_ms, FaultReport, Steady};
 use testkit::*;
+use testkit::{Answer, TestDns};
 
 fn e2e_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e"))
@@ -234,5 +237,84 @@ async fn flapping_replica_loses_no_client() {
     let r = FaultReport::of(&events, fault_at, Duration::from_secs(60));
     report("replica flapping", &r);
     assert_eq!(r.closed, 0);
+    assert_eq!(r.connected, 9);
+}
+
+/// A replica answering to `b.test` (the shared key) on `ip:port`.
+fn b_replica(name: &str, ip: Ipv4Addr, port: u16) -> InstanceConfig {
+    let mut i = instance(name, "shared", false);
+    i.host = "b.test".to_string();
+    i.listen = (ip, port).into();
+    i
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_change_moves_new_connections_and_keeps_open_ones() {
+    // `b.test` moves from b1 (127.0.0.2) to b2 (127.0.0.3, same port), like a private
+    // endpoint's failover; a and c stay where they are.
+    let dns = TestDns::start().await;
+    let (first, second) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
+    dns.set("b.test", Answer::A(vec![first]));
+    let b1 = emulator(vec![b_replica("b1", first, 0)]).await;
+    let port = b1.instances[0].addr.port();
+    let edge_port = free_port();
+    let base = format!("http://127.0.0.1:{edge_port}");
+    let em = Emulator::start(&EmulatorConfig {
+        instances: vec![
+            instance("a", "shared", false),
+            b_replica("b2", second, port),
+            instance("c", "shared", false),
+        ],
+        apps: vec![AppConfig {
+            audience_host: Some("shared.service.signalr.net".to_string()),
+            ..app_server(&base)
+        }],
+    })
+    .await
+    .unwrap();
+    let b = Endpoint::connection_string(format!(
+        "Endpoint=http://b.test;AccessKey=shared;Version=1.0;Port={port};"
+    ));
+    let pool = Pool::signalr("signalr")
+        .affinity(&["audience", "request_id"])
+        .tokens(Tokens::verify().audience("shared.service.signalr.net"))
+        .endpoint(endpoint_of(&em.instances[0]))
+        .endpoint(b)
+        .endpoint(endpoint_of(&em.instances[2]));
+    let config = EdgeConfig::new()
+        .pool(pool)
+        .pool(Pool::app("app").endpoint(Endpoint::url(format!("http://{}", em.apps[0]))))
+        .route(Route::new("/client/", "signalr"))
+        .route(Route::new("/", "app"))
+        .resolver(
+            dns.addr,
+            Duration::from_millis(200),
+            Duration::from_millis(300),
+        );
+    let _edge = Edge::start_on(edge_port, config);
+    wait_for(Duration::from_secs(10), "the edge", || {
+        std::net::TcpStream::connect(("127.0.0.1", edge_port)).ok()
+    })
+    .await;
+    let steady = Steady::start(e2e_dir(), &base, 3, Duration::from_secs(90)).await;
+    let on_b1 = on(&steady, "b1");
+    let fault_at = now_ms();
+    dns.set("b.test", Answer::A(vec![second]));
+    let b2 = &em.instances[1].state;
+    wait_for(Duration::from_secs(10), "a new connection on b2", || {
+        (b2.negotiations() > 0).then_some(())
+    })
+    .await;
+    let moved_ms = now_ms() - fault_at;
+    keep_loading(Duration::from_secs(2)).await;
+    let events = steady.stop().await;
+    let r = FaultReport::of(&events, fault_at, Duration::ZERO);
+    println!("fault report: dns change: new connections on b2 after {moved_ms} ms; {on_b1} long-lived clients stayed on b1");
+    report("dns change", &r);
+    assert_eq!(r.fresh_fail, 0, "{r:?}");
+    assert_eq!(
+        r.downs, 0,
+        "no long-lived client lost its connection: {r:?}"
+    );
     assert_eq!(r.connected, 9);
 }

@@ -36,6 +36,9 @@ pub struct Endpoint {
     pub health: Arc<Health>,
     /// Requests it holds now, shared across reloads of an unchanged endpoint.
     pub load: Arc<Load>,
+    /// What a pair pin names: the endpoint's name and address, so a pin made before a DNS
+    /// move still leads to the address that answered the negotiate (retired by the move).
+    pub pin: Arc<str>,
     /// Active probe, if the pool has health checks.
     pub prober: Option<Arc<Prober>>,
     /// The pool's passive-health settings (this generation's; the state is in `health`).
@@ -102,6 +105,7 @@ impl Endpoint {
             }
         };
         Ok(Endpoint {
+            pin: Arc::from(format!("{}@{addr}", spec.name)),
             name: spec.name.clone(),
             host: spec.host.clone(),
             authority,

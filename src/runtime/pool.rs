@@ -21,8 +21,9 @@ pub struct Pool {
     pub kind: PoolKind,
     /// Endpoints in config order (the ring's order).
     pub endpoints: Vec<Arc<Endpoint>>,
-    /// Endpoints earlier generations had and this one does not: no new connections, no health
-    /// checks, but requests of their existing connections (found by token audience) still go
+    /// Endpoints earlier generations had and this one does not (removed, or moved to another
+    /// address by a reload or a DNS change): no new connections, no health checks, but
+    /// requests of their existing connections (found by token audience or by pin) still go
     /// there, so a reload does not break a long-polling client or a connect in flight.
     pub retired: Vec<Arc<Endpoint>>,
     /// What `Host` goes upstream.
@@ -66,7 +67,7 @@ impl Pool {
             p.endpoints
                 .iter()
                 .chain(&p.retired)
-                .filter(|o| !endpoints.iter().any(|e| e.name == o.name))
+                .filter(|o| !endpoints.iter().any(|e| e.same_target(o)))
                 .cloned()
                 .collect()
         });
@@ -135,7 +136,7 @@ impl Pool {
             .endpoints
             .iter()
             .chain(retired)
-            .find(|e| *e.name == *name)
+            .find(|e| *e.pin == *name)
             // A request of an existing connection can succeed only there (if it is down, the
             // answer is the 503 naming it); a new one may start elsewhere.
             .filter(|e| input.existing_connection || e.is_healthy())?;
@@ -154,12 +155,12 @@ impl Pool {
         let Some(pins) = &self.pins else {
             return;
         };
-        let name: Arc<str> = Arc::from(endpoint.name.as_str());
+        let name = &endpoint.pin;
         if let Some(r) = request_id {
-            pins.pin(PinKey::RequestId(r), &name);
+            pins.pin(PinKey::RequestId(r), name);
         }
         for id in ids.iter().flat_map(|ids| ids.iter()) {
-            pins.pin(PinKey::Connection(id.as_bytes()), &name);
+            pins.pin(PinKey::Connection(id.as_bytes()), name);
         }
     }
 

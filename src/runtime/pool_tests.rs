@@ -245,3 +245,30 @@ fn bounded_load_moves_request_ids_off_a_loaded_endpoint_and_loads_survive_reload
     assert_eq!(again.endpoints[first].load.get(), 0);
     assert_eq!(pick(&again, &input).unwrap().0, first);
 }
+
+#[test]
+fn a_pin_made_before_an_address_move_leads_to_the_old_address() {
+    let yaml = |port: u16| {
+        format!(
+            "kind: signalr\naffinity: [request_id]\nendpoints:\n\
+             \x20 - {{ url: https://a.example, address: 127.0.0.1:1 }}\n\
+             \x20 - {{ url: https://b.example, address: 127.0.0.1:{port} }}"
+        )
+    };
+    let old = pool(&yaml(2));
+    let b = &old.endpoints[1];
+    old.pin_negotiate(b, Some(b"r1"), None);
+    // b.example moves (a reload or a DNS change): its old address is retired, and a request
+    // of the connection its negotiate made still goes there; a new connection goes to the new.
+    let new = recompile(&yaml(9), &old);
+    assert_eq!(new.retired.len(), 1);
+    assert!(Arc::ptr_eq(&new.retired[0], b));
+    let existing = AffinityInput::new(Some("asrs_request_id=r1&id=c"), None, None);
+    match new.choose(&existing) {
+        Choice::To(e, Rule::Pinned) => assert_eq!(e.addr.port(), 2),
+        other => panic!("{other:?}"),
+    }
+    let fresh = AffinityInput::new(Some("asrs_request_id=r2"), None, None);
+    let (e, _) = new.choose(&fresh).chosen().unwrap();
+    assert_ne!(e.addr.port(), 2, "nothing new goes to the retired address");
+}
