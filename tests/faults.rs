@@ -32,7 +32,7 @@ struct Faulty {
     // Held so the instances and the edge live as long as the test.
     _em: Emulator,
     gates: Vec<FaultGate>,
-    _edge: Edge,
+    edge: Edge,
     base: String,
 }
 
@@ -99,7 +99,7 @@ async fn setup(shared: bool) -> Faulty {
     Faulty {
         _em: em,
         gates,
-        _edge: edge,
+        edge,
         base,
     }
 }
@@ -151,6 +151,15 @@ fn report(name: &str, r: &FaultReport) {
     );
 }
 
+/// The edge's log lines that say what went wrong: 5xx answers, warnings and errors.
+fn trouble(edge: &Edge) -> String {
+    let log = edge.log();
+    let bad = log
+        .lines()
+        .filter(|l| l.contains("\" 5") || l.contains("WARN") || l.contains("ERROR"));
+    bad.take(30).collect::<Vec<_>>().join("\n")
+}
+
 /// Long-lived clients placed on instance `i` at the start.
 fn on(steady: &Steady, name: &str) -> u64 {
     steady.placement()[name].as_u64().unwrap_or(0)
@@ -174,10 +183,7 @@ async fn killed_replica_edge_routes_around_it() {
         r.connected, 9,
         "every long-lived client connected at the end"
     );
-    assert_eq!(
-        r.fresh_fail_late, 0,
-        "fresh failures after detection: {r:?}"
-    );
+    assert_eq!(r.fresh_fail_late, 0, "{r:?}\n{}", trouble(&f.edge));
     // The share of failed attempts depends on how long the load runs after the fault (the
     // failures all fall before detection): the README gives it for a longer run
     // (FAULT_LOAD_SECS=30).
@@ -198,7 +204,7 @@ async fn blackholed_replica_is_ejected() {
     report("replica blackholed", &r);
     assert_eq!(r.closed, 0);
     assert_eq!(r.connected, 9);
-    assert_eq!(r.fresh_fail_late, 0, "{r:?}");
+    assert_eq!(r.fresh_fail_late, 0, "{r:?}\n{}", trouble(&f.edge));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +220,7 @@ async fn slow_replica_is_ejected() {
     let r = FaultReport::of(&events, fault_at, READ + PROBE * 2);
     report("replica slow", &r);
     assert_eq!(r.closed, 0);
-    assert_eq!(r.fresh_fail_late, 0, "{r:?}");
+    assert_eq!(r.fresh_fail_late, 0, "{r:?}\n{}", trouble(&f.edge));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,7 +297,7 @@ async fn dns_change_moves_new_connections_and_keeps_open_ones() {
             Duration::from_millis(200),
             Duration::from_millis(300),
         );
-    let _edge = Edge::start_on(edge_port, config);
+    let edge = Edge::start_on(edge_port, config);
     wait_for(Duration::from_secs(10), "the edge", || {
         std::net::TcpStream::connect(("127.0.0.1", edge_port)).ok()
     })
@@ -311,7 +317,7 @@ async fn dns_change_moves_new_connections_and_keeps_open_ones() {
     let r = FaultReport::of(&events, fault_at, Duration::ZERO);
     println!("fault report: dns change: new connections on b2 after {moved_ms} ms; {on_b1} long-lived clients stayed on b1");
     report("dns change", &r);
-    assert_eq!(r.fresh_fail, 0, "{r:?}");
+    assert_eq!(r.fresh_fail, 0, "{r:?}\n{}", trouble(&edge));
     assert_eq!(
         r.downs, 0,
         "no long-lived client lost its connection: {r:?}"

@@ -238,8 +238,11 @@ impl ProxyHttp for EdgeProxy {
         client_reused: bool,
     ) -> Box<Error> {
         if let (Some(pool), Some(ep)) = (&ctx.sel.pool, &ctx.sel.endpoint) {
-            if of_proxy_error(e.etype(), ctx.upstream_header) == Outcome::Failure {
-                ep.record_failure(&pool.name, "no response header within the read timeout");
+            let from_upstream = e.esource() == &ErrorSource::Upstream;
+            let outcome =
+                of_proxy_error(e.etype(), from_upstream, ctx.upstream_header, client_reused);
+            if outcome == Outcome::Failure {
+                ep.record_failure(&pool.name, e.etype().as_str());
                 ctx.upstream_failed = true;
             }
         }

@@ -19,12 +19,25 @@ pub enum Outcome {
 }
 
 /// An error after the connection was made (a connect error always counts, see
-/// `fail_to_connect`): no response header within the read timeout counts (an instance that
-/// accepts but never answers); a client leaving, a body refused or a pooled connection the
-/// instance had closed do not.
-pub fn of_proxy_error(etype: &ErrorType, header_seen: bool) -> Outcome {
+/// `fail_to_connect`), from the upstream's side, before any response header: no header
+/// within the read timeout (an instance that accepts but never answers), or a fresh connection
+/// closed or reset under the request (an instance that died mid-request). A client leaving, a
+/// body refused, an error after the header (a long poll or stream that ends) and a pooled
+/// connection the instance had closed while idle (`reused`: the keep-alive race) do not.
+pub fn of_proxy_error(
+    etype: &ErrorType,
+    from_upstream: bool,
+    header_seen: bool,
+    reused: bool,
+) -> Outcome {
+    if !from_upstream || header_seen {
+        return Outcome::Neutral;
+    }
     match etype {
-        ErrorType::ReadTimedout if !header_seen => Outcome::Failure,
+        ErrorType::ReadTimedout => Outcome::Failure,
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError if !reused => {
+            Outcome::Failure
+        }
         _ => Outcome::Neutral,
     }
 }
@@ -57,23 +70,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_silent_instance_counts_among_proxy_errors() {
-        assert_eq!(
-            of_proxy_error(&ErrorType::ReadTimedout, false),
-            Outcome::Failure
-        );
-        // A long poll or SSE stream that went quiet after its header is not a failure.
-        assert_eq!(
-            of_proxy_error(&ErrorType::ReadTimedout, true),
-            Outcome::Neutral
-        );
+    fn a_silent_or_dying_instance_counts_among_proxy_errors() {
+        let fresh = |e: ErrorType| of_proxy_error(&e, true, false, false);
+        assert_eq!(fresh(ErrorType::ReadTimedout), Outcome::Failure);
+        // Reset or closed under a request on a fresh connection: the instance died.
         for e in [
             ErrorType::ConnectionClosed,
+            ErrorType::ReadError,
             ErrorType::WriteError,
-            ErrorType::HTTPStatus(413),
         ] {
-            assert_eq!(of_proxy_error(&e, false), Outcome::Neutral, "{e:?}");
+            assert_eq!(fresh(e.clone()), Outcome::Failure, "{e:?}");
+            // On a pooled connection it is the keep-alive race, not the instance.
+            assert_eq!(of_proxy_error(&e, true, false, true), Outcome::Neutral);
         }
+        // A long poll or SSE stream that went quiet or ended after its header is not a failure.
+        assert_eq!(
+            of_proxy_error(&ErrorType::ReadTimedout, true, true, false),
+            Outcome::Neutral
+        );
+        // Nor is the client's side, or a body the edge refused.
+        assert_eq!(
+            of_proxy_error(&ErrorType::ReadError, false, false, false),
+            Outcome::Neutral
+        );
+        assert_eq!(fresh(ErrorType::HTTPStatus(413)), Outcome::Neutral);
     }
 
     #[test]
