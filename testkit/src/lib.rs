@@ -2,7 +2,8 @@
 //! ephemeral ports, emulated ASRS instances, a typed builder for the edge's YAML file, test
 //! certificates, one SignalR client for WebSockets, Server-Sent Events and long polling, raw
 //! HTTP/1.1 probes with a recording upstream (`raw`), a DNS server (`dns`), and a fault gate in
-//! front of an upstream (`fault`: refuse, blackhole, slow).
+//! front of an upstream (`fault`: refuse, blackhole, slow), HAProxy in front of edge replicas
+//! (`balancer`) and the access log read back (`access`).
 //! Everything runs on 127.0.0.1 and is stopped or removed on drop.
 //!
 //! The edge binary is found next to the running test or bench (see [`process::edge_binary`]):
@@ -10,6 +11,8 @@
 //! from the root package's `tests/` and `benches/` without `env!("CARGO_BIN_EXE_...")`, which
 //! only exists there.
 
+pub mod access;
+pub mod balancer;
 pub mod certs;
 pub mod client;
 pub mod config;
@@ -23,6 +26,8 @@ pub mod raw;
 pub mod site;
 pub mod steady;
 
+pub use access::{access_lines, AccessLine};
+pub use balancer::{Haproxy, Replica};
 pub use certs::{test_pki, TestPki};
 pub use client::negotiate::{negotiate, Negotiated};
 pub use client::ws::ws_whoami;

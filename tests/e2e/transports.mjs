@@ -1,5 +1,6 @@
 // Drives the official @microsoft/signalr client through signalr-edge over each transport.
 // Usage: node transports.mjs <edge base URL> [clients per transport] [no-request-id]
+// TRANSPORTS=WebSockets,LongPolling (environment) runs only those.
 // Prints one JSON line per transport and exits non-zero on any failure.
 import * as signalR from "@microsoft/signalr";
 
@@ -35,8 +36,9 @@ async function oneClient(transport) {
   }
 }
 
+const only = process.env.TRANSPORTS ? process.env.TRANSPORTS.split(",") : Object.keys(transports);
 let failed = 0;
-for (const [name, transport] of Object.entries(transports)) {
+for (const [name, transport] of Object.entries(transports).filter(([n]) => only.includes(n))) {
   const results = await Promise.allSettled(Array.from({ length: perTransport }, () => oneClient(transport)));
   const errors = results.filter((r) => r.status === "rejected").map((r) => String(r.reason));
   const whos = results.filter((r) => r.status === "fulfilled").map((r) => r.value);
