@@ -291,22 +291,6 @@ async fn unhealthy_instance_gets_no_new_official_clients() {
     assert!(stdout.contains("\"b\":"), "no client landed on b: {stdout}");
 }
 
-/// Debian's chromium; a machine without it skips this test unless SIGNALR_EDGE_REQUIRE_BROWSER is
-/// set (./ci.sh installs it and sets it, so CI never skips).
-fn chromium() -> Option<&'static str> {
-    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| Path::new(p).exists());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("SIGNALR_EDGE_REQUIRE_BROWSER").is_none(),
-            "chromium is not installed (apt-get install chromium)"
-        );
-        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
-    }
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_page_chats_through_the_edge_in_headless_chromium() {
     let Some(browser) = chromium() else { return };

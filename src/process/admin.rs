@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{Request, State};
-use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::header::{self, WWW_AUTHENTICATE};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -24,12 +24,34 @@ use crate::reload::Trigger;
 /// The admin routes over the shared operations state, behind the guard.
 pub fn router(ops: Arc<Ops>) -> Router {
     Router::new()
+        .route("/", get(status_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/reload", post(reload))
         .layer(middleware::from_fn_with_state(ops.clone(), guard))
         .with_state(ops)
+}
+
+/// The live status page: static HTML and script that poll `/status` and `/metrics` with the
+/// operator's token, so the page itself carries no data.
+const STATUS_PAGE: &str = include_str!("status_page.html");
+
+async fn status_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Nothing but this page's own script and style, and the same origin's JSON.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; \
+                 connect-src 'self'; form-action 'none'; frame-ancestors 'none'",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        STATUS_PAGE,
+    )
+        .into_response()
 }
 
 /// The two ends of an admin connection: the guard checks `Host` against the local one.

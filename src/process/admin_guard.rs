@@ -7,7 +7,8 @@
 //!    listener through DNS rebinding sends its own host name.
 //! 2. With a token configured, `Authorization: Bearer <token>`, except on `GET`/`HEAD`
 //!    `/healthz` and `/readyz`, which change nothing and which orchestrators probe without
-//!    credentials. Else `401`.
+//!    credentials, and `/`, the status page, which holds no data (its script asks for the
+//!    token and sends it with each request). Else `401`.
 //! 3. Any other method than `GET`/`HEAD` needs `Content-Type: application/json` or an
 //!    `X-Signalr-Edge` header: a browser sends neither cross-site without a CORS preflight,
 //!    which the listener does not answer, so a form or `fetch` on another site cannot reload.
@@ -38,7 +39,7 @@ pub fn check(
         return Err(Refusal::AdminWrongHost);
     }
     let safe = *method == Method::GET || *method == Method::HEAD;
-    let probe = safe && matches!(path, "/healthz" | "/readyz");
+    let probe = safe && matches!(path, "/healthz" | "/readyz" | "/");
     if let (Some(token), false) = (token, probe) {
         let presented = headers
             .get(AUTHORIZATION)
@@ -253,7 +254,11 @@ mod tests {
             (Method::GET, "/healthz", Ok(())),
             (Method::HEAD, "/readyz", Ok(())),
             (Method::GET, "/status", Err(Refusal::AdminUnauthorized)),
+            (Method::GET, "/metrics", Err(Refusal::AdminUnauthorized)),
             (Method::POST, "/healthz", Err(Refusal::AdminUnauthorized)),
+            // The status page holds no data: its script sends the token with each request.
+            (Method::GET, "/", Ok(())),
+            (Method::POST, "/", Err(Refusal::AdminUnauthorized)),
         ] {
             assert_eq!(
                 check(&method, path, &h, local(), Some(&t)),

@@ -40,5 +40,5 @@ pub use dns::{Answer, TestDns};
 pub use edge::Edge;
 pub use emulator::{addr_of, app_server, emulator, endpoint_of, instance, signalr_pool, token};
 pub use fault::{Fault, FaultGate};
-pub use process::{edge_binary, free_port, send_signal, wait_for, TempDir};
+pub use process::{chromium, edge_binary, free_port, send_signal, wait_for, TempDir};
 pub use site::{EdgeProcess, EdgeSite};

@@ -117,3 +117,19 @@ pub async fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() ->
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Debian's chromium, for browser tests; a machine without it skips them unless
+/// `SIGNALR_EDGE_REQUIRE_BROWSER` is set (`./ci.sh` installs it and sets it, so CI never skips).
+pub fn chromium() -> Option<&'static str> {
+    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("SIGNALR_EDGE_REQUIRE_BROWSER").is_none(),
+            "chromium is not installed (apt-get install chromium)"
+        );
+        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+    }
+    found
+}
