@@ -28,6 +28,10 @@ struct Cli {
     /// Take the listening sockets over from a running old process (graceful upgrade).
     #[arg(short = 'u', long = "upgrade")]
     upgrade: bool,
+    /// Reload when the configuration file changes (its directory is watched, so a rename over
+    /// it or a Kubernetes ConfigMap update counts), like SIGHUP.
+    #[arg(short = 'w', long = "watch")]
+    watch: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
     let flags = RunFlags {
         daemon: cli.daemon,
         upgrade: cli.upgrade,
+        watch: cli.watch,
     };
     match signalr_edge::run(&cli.conf, flags, exit) {
         Ok(never) => match never {},

@@ -1,5 +1,5 @@
 //! The process: server assembly (`server`), signals, the control service with its admin
-//! listener, the drain, binary upgrades (`ops`), the health-check service and the DNS refresh. The top layer: it
+//! listener, the drain, binary upgrades (`ops`), the health-check service, the DNS refresh and `--watch`. The top layer: it
 //! may use every module below it, and none of them uses it.
 
 mod admin;
@@ -15,6 +15,7 @@ mod listener_tls;
 mod ops;
 mod server;
 mod signals;
+mod watch;
 
 pub use server::{build, run, EdgeServer, RunFlags};
 
