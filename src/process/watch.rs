@@ -126,7 +126,7 @@ pub async fn watch(ops: Arc<Ops>, baseline: Fingerprint) {
     let mut seen = baseline;
     let mut head = link_head(&file);
     // A change between the load and the watch's start is applied at once.
-    check(&ops, &file, &mut seen).await;
+    check(&ops, &file, &mut seen, false).await;
     loop {
         // Wait for a relevant event, then for the burst to end.
         let Some(first) = next_relevant(&mut rx, &name, head.as_deref()).await else {
@@ -140,7 +140,7 @@ pub async fn watch(ops: Arc<Ops>, baseline: Fingerprint) {
                 Ok(None) | Err(_) => break,
             }
         }
-        check(&ops, &file, &mut seen).await;
+        check(&ops, &file, &mut seen, true).await;
         head = link_head(&file);
     }
     drop(watcher.unwatch(&dir));
@@ -172,13 +172,17 @@ async fn next_relevant(
 }
 
 /// Reloads when the file's content is not what the last check saw. A file that fails the
-/// reload is remembered too: it is not tried again until it changes.
-async fn check(ops: &Ops, file: &Path, seen: &mut Fingerprint) {
+/// reload is remembered too: it is not tried again until it changes. `events`: the check
+/// follows events (and says when they changed nothing).
+async fn check(ops: &Ops, file: &Path, seen: &mut Fingerprint, events: bool) {
     let path = file.to_path_buf();
     let now = tokio::task::spawn_blocking(move || fingerprint(&path))
         .await
         .unwrap_or(None);
     if now == *seen {
+        if !events {
+            return;
+        }
         info!(
             "--watch: {} changed on disk but reads the same; no reload",
             file.display()
