@@ -13,6 +13,7 @@ mod drain;
 mod health_checks;
 mod listener_tls;
 mod ops;
+pub mod probe;
 mod server;
 mod signals;
 mod watch;
