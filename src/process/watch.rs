@@ -133,12 +133,11 @@ pub async fn watch(ops: Arc<Ops>, baseline: Fingerprint) {
             break;
         };
         let mut at = due(first, first);
-        loop {
-            match tokio::time::timeout_at(at, next_relevant(&mut rx, &name, head.as_deref())).await
-            {
-                Ok(Some(last)) => at = due(first, last),
-                Ok(None) | Err(_) => break,
-            }
+        // Ends at the deadline, or when the watcher is gone (the outer wait then ends too).
+        while let Ok(Some(last)) =
+            tokio::time::timeout_at(at, next_relevant(&mut rx, &name, head.as_deref())).await
+        {
+            at = due(first, last);
         }
         check(&ops, &file, &mut seen, true).await;
         head = link_head(&file);
