@@ -29,6 +29,23 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --all-targets --locked
 
+# ---- Container image and deployment files (README: Container) ----
+# The image, built offline (no base image can be pulled here): a FROM scratch image from the
+# debug binaries the tests just built (a release build would cost minutes more; the Dockerfile
+# builds the release one), run from its own filesystem: -t, /readyz, a negotiate through it
+# against the ASRS emulator, SIGTERM. Needs root and podman.
+bins=${CARGO_TARGET_DIR:-target}/debug
+if ! command -v podman >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get install -y --no-install-recommends podman >/dev/null 2>&1 \
+    || { as_root apt-get update >/dev/null && as_root apt-get install -y --no-install-recommends podman; }
+fi
+as_root docker/build-offline.sh "$bins/signalr-edge" "$bins/asrs-emulator"
+# docker/k8s against the Kubernetes schemas, docker/compose.yaml against the Compose schema,
+# their edge configurations through `signalr-edge -t`.
+docker/validate.sh "$bins/signalr-edge"
+# ---- end: container image and deployment files ----
+
 # Fuzzing. The corpus replay (tests/fuzz_replay.rs) ran above on stable; here every cargo-fuzz
 # target of fuzz/ runs FUZZ_SECONDS (20; 0 skips) more on one core, where a nightly toolchain
 # exists (the machine's own toolchain is stable; libFuzzer needs nightly's sanitizer flags).

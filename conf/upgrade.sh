@@ -63,8 +63,13 @@ if [[ "$cgroup" == *.service && -w "/sys/fs/cgroup$cgroup/cgroup.procs" ]]; then
   say "joined $cgroup"
 fi
 
-say "starting $bin -u -d -c $conf (old pid $old)"
-"$bin" -u -d -c "$conf" &
+# The new process watches the file (--watch) if the old one did.
+watch=()
+if tr '\0' '\n' <"/proc/$old/cmdline" 2>/dev/null | grep -qxE -- '--watch|-w'; then
+  watch=(--watch)
+fi
+say "starting $bin -u -d ${watch[*]} -c $conf (old pid $old)"
+"$bin" -u -d "${watch[@]}" -c "$conf" &
 starter=$!
 # The old process retries for a few seconds until the new one listens on upgrade_sock.
 kill -QUIT "$old"

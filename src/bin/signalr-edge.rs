@@ -28,6 +28,10 @@ struct Cli {
     /// Take the listening sockets over from a running old process (graceful upgrade).
     #[arg(short = 'u', long = "upgrade")]
     upgrade: bool,
+    /// Reload when the configuration file changes (its directory is watched, so a rename over
+    /// it or a Kubernetes ConfigMap update counts), like SIGHUP.
+    #[arg(short = 'w', long = "watch")]
+    watch: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -36,6 +40,15 @@ struct Cli {
 enum Command {
     /// Check a configuration file (same as -t).
     Check,
+    /// GET a plain-HTTP URL (the admin listener's /readyz, say) and exit 0 on a 2xx answer,
+    /// 1 otherwise: the container image's health check, which has no curl.
+    Probe {
+        /// The URL, e.g. http://127.0.0.1:9901/readyz.
+        url: String,
+        /// Seconds for the connect and for the answer.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=60))]
+        timeout: u64,
+    },
 }
 
 /// The process's one exit point: every part of the edge that decides the process is done
@@ -51,6 +64,20 @@ fn exit(code: i32) -> ! {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    if let Some(Command::Probe { url, timeout }) = &cli.command {
+        let timeout = std::time::Duration::from_secs(*timeout);
+        return match signalr_edge::process::probe::probe(url, timeout) {
+            Ok(code) if (200..300).contains(&code) => ExitCode::SUCCESS,
+            Ok(code) => {
+                eprintln!("signalr-edge probe: {url}: {code}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("signalr-edge probe: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.test || matches!(cli.command, Some(Command::Check)) {
         return match Runtime::load(&cli.conf, None) {
             Ok((config, _)) => {
@@ -72,6 +99,7 @@ fn main() -> ExitCode {
     let flags = RunFlags {
         daemon: cli.daemon,
         upgrade: cli.upgrade,
+        watch: cli.watch,
     };
     match signalr_edge::run(&cli.conf, flags, exit) {
         Ok(never) => match never {},

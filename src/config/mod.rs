@@ -14,7 +14,7 @@ mod connstr;
 mod file;
 mod limits;
 mod nesting;
-mod read;
+pub mod read;
 mod typed;
 mod values;
 

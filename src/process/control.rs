@@ -1,6 +1,6 @@
 //! The control service: a Pingora service that owns the admin listener (handed over on upgrade
-//! like the proxy's listeners), runs reloads on SIGHUP, and ends the process when drained
-//! (Pingora would sleep out its whole grace period first).
+//! like the proxy's listeners), runs reloads on SIGHUP (and on file changes with `--watch`),
+//! and ends the process when drained (Pingora would sleep out its whole grace period first).
 
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use pingora_core::services::{ServiceReadyNotifier, ServiceWithDependents};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::ops::Ops;
+use super::watch::{self, Fingerprint};
 use super::{admin, drain, signals};
 use crate::reload::Trigger;
 use crate::runtime::drain::Phase;
@@ -22,16 +23,24 @@ pub struct ControlService {
     ops: Arc<Ops>,
     admin: Option<String>,
     listeners: Vec<String>,
+    watch: Option<Fingerprint>,
 }
 
 impl ControlService {
     /// The service; `admin` is the normalized `ip:port` of the admin listener, if any, and
-    /// `listeners` the proxy's listening addresses as given to Pingora.
-    pub fn new(ops: Arc<Ops>, admin: Option<String>, listeners: Vec<String>) -> Self {
+    /// `listeners` the proxy's listening addresses as given to Pingora; `watch` (`--watch`)
+    /// the content the running generation was loaded from.
+    pub fn new(
+        ops: Arc<Ops>,
+        admin: Option<String>,
+        listeners: Vec<String>,
+        watch: Option<Fingerprint>,
+    ) -> Self {
         ControlService {
             ops,
             admin,
             listeners,
+            watch,
         }
     }
 }
@@ -69,6 +78,10 @@ impl ServiceWithDependents for ControlService {
             tokio::spawn(admin::serve(listener, self.ops.clone(), stop));
         }
         tokio::spawn(reload_on_sighup(self.ops.clone()));
+        // Started here, after a daemon forked: notify's thread would not survive the fork.
+        if let Some(baseline) = self.watch {
+            tokio::spawn(watch::watch(self.ops.clone(), baseline));
+        }
         drain::drained(self.ops.drain.clone(), shutdown, self.ops.deadline).await;
         (self.ops.exit)(0);
     }

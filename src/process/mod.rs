@@ -1,5 +1,5 @@
 //! The process: server assembly (`server`), signals, the control service with its admin
-//! listener, the drain, binary upgrades (`ops`), the health-check service and the DNS refresh. The top layer: it
+//! listener, the drain, binary upgrades (`ops`), the health-check service, the DNS refresh and `--watch`. The top layer: it
 //! may use every module below it, and none of them uses it.
 
 mod admin;
@@ -13,8 +13,10 @@ mod drain;
 mod health_checks;
 mod listener_tls;
 mod ops;
+pub mod probe;
 mod server;
 mod signals;
+mod watch;
 
 pub use server::{build, run, EdgeServer, RunFlags};
 

@@ -38,6 +38,8 @@ pub struct RunFlags {
     pub daemon: bool,
     /// Take the listeners over from a running old process (`-u`).
     pub upgrade: bool,
+    /// Reload when the configuration file changes (`--watch`).
+    pub watch: bool,
 }
 
 /// Pingora's `ServerConf` from our `server:` section.
@@ -91,6 +93,8 @@ pub fn build(
     exit: Exit,
 ) -> Result<EdgeServer, String> {
     let process = &config.process;
+    // Read now, right after the load, so a change while the server starts is not missed.
+    let watch = flags.watch.then(|| super::watch::fingerprint(file));
     let opt = Opt {
         upgrade: flags.upgrade,
         daemon: flags.daemon,
@@ -151,7 +155,7 @@ pub fn build(
         .iter()
         .map(|l| l.address.to_string())
         .collect();
-    let control = server.add_service(ControlService::new(ops.clone(), admin, addresses));
+    let control = server.add_service(ControlService::new(ops.clone(), admin, addresses, watch));
     let proxy = server.add_service(service);
     proxy.add_dependency(&control);
     server.add_service(background_service(
@@ -171,6 +175,42 @@ pub fn run(file: &Path, flags: RunFlags, exit: Exit) -> Result<Infallible, Strin
     signals::catch_early_signals();
     let (config, runtime) = Runtime::load(file, None).map_err(|e| e.to_string())?;
     // Reloads read the same file even after a daemon changed its working directory.
-    let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    let file = absolute(file);
     build(&config, runtime, &file, &flags, exit)?.run()
+}
+
+/// `file` with its directory made absolute and symlinks resolved, but the file's own name
+/// kept: a Kubernetes ConfigMap's file is a symlink through `..data` into a dated directory
+/// that the next update deletes, so reloads must read it through the link each time.
+fn absolute(file: &Path) -> std::path::PathBuf {
+    let (Some(name), Some(dir)) = (file.file_name(), file.parent()) else {
+        return file.to_path_buf();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::fs::canonicalize(dir).map_or_else(|_| file.to_path_buf(), |d| d.join(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absolute;
+
+    #[test]
+    fn a_symlinked_file_keeps_its_name_and_is_not_resolved() {
+        let dir = std::env::temp_dir().join(format!("edge-abs-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("..v1")).unwrap();
+        let link = dir.join("edge.yaml");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("..v1/edge.yaml", &link).unwrap();
+        let real = std::fs::canonicalize(&dir).unwrap();
+        assert_eq!(absolute(&link), real.join("edge.yaml"));
+        assert_eq!(
+            absolute(std::path::Path::new("edge.yaml")),
+            std::env::current_dir().unwrap().join("edge.yaml")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

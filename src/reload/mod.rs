@@ -26,6 +26,8 @@ pub enum Trigger {
     Sighup,
     /// `POST /reload` on the admin listener.
     Admin,
+    /// `--watch`: the file's content changed on disk.
+    Watch,
 }
 
 impl fmt::Display for Trigger {
@@ -33,6 +35,7 @@ impl fmt::Display for Trigger {
         f.write_str(match self {
             Trigger::Sighup => "SIGHUP",
             Trigger::Admin => "POST /reload",
+            Trigger::Watch => "file change",
         })
     }
 }
@@ -54,7 +57,7 @@ pub struct Probe {
 pub struct Report {
     /// Whether the new file is now serving.
     pub ok: bool,
-    /// `SIGHUP` or `POST /reload`.
+    /// `SIGHUP`, `POST /reload` or `file change`.
     pub trigger: String,
     /// The generation serving after the attempt.
     pub generation: u64,

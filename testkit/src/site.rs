@@ -75,11 +75,20 @@ impl EdgeSite {
     /// Starts a process on the current file (`-u`: taking the listeners over), logging to
     /// `<name>.log`. Callers wait for it themselves.
     pub fn spawn(&self, name: &str, upgrade: bool) -> EdgeProcess {
-        let conf = self.conf();
+        self.spawn_with(name, if upgrade { &["-u"] } else { &[] })
+    }
+
+    /// Starts a process on the current file with more command-line flags (`-u`, `--watch`),
+    /// logging to `<name>.log`. Callers wait for it themselves.
+    pub fn spawn_with(&self, name: &str, flags: &[&str]) -> EdgeProcess {
+        self.spawn_on(name, &self.conf(), flags)
+    }
+
+    /// Starts a process on the config file `conf` (one this site's file does not describe:
+    /// a symlink, say) with more flags, logging to `<name>.log`.
+    pub fn spawn_on(&self, name: &str, conf: &std::path::Path, flags: &[&str]) -> EdgeProcess {
         let mut args: Vec<&OsStr> = vec!["-c".as_ref(), conf.as_os_str()];
-        if upgrade {
-            args.push("-u".as_ref());
-        }
+        args.extend(flags.iter().map(OsStr::new));
         let log = self.dir.join(format!("{name}.log"));
         let child = spawn_edge(&args, &log);
         EdgeProcess {
