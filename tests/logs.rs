@@ -178,7 +178,10 @@ async fn json_access_lines_describe_each_request_and_connection() {
     );
     assert!(neg["duration_ms"].as_f64().unwrap() > 0.0);
     assert!(neg["bytes_from_upstream"].as_u64().unwrap() > 0);
-    assert!(neg["close"].is_null(), "only long-lived lines say how they closed");
+    assert!(
+        neg["close"].is_null(),
+        "only long-lived lines say how they closed"
+    );
     assert_eq!(neg["client"], "127.0.0.1");
     let ws = by_kind("websocket");
     assert_eq!(ws.len(), 1, "{lines:#?}");

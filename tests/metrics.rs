@@ -85,7 +85,10 @@ async fn scraped_values_equal_a_known_run() {
     })
     .await;
     assert_eq!(s.types["signalr_edge_requests_total"], "counter");
-    assert_eq!(s.types["signalr_edge_negotiate_duration_seconds"], "histogram");
+    assert_eq!(
+        s.types["signalr_edge_negotiate_duration_seconds"],
+        "histogram"
+    );
     let req = |extra: &[(&str, &str)]| {
         let labels: Vec<_> = client_a.iter().chain(extra).copied().collect();
         s.sum("signalr_edge_requests_total", &labels)
@@ -133,7 +136,10 @@ async fn scraped_values_equal_a_known_run() {
     );
     let from_a = [("endpoint", A), ("direction", "from_upstream")];
     assert!(s.sum("signalr_edge_upstream_bytes_total", &from_a) > 0.0);
-    assert_eq!(s.sum("signalr_edge_upstream_connect_errors_total", &[]), 0.0);
+    assert_eq!(
+        s.sum("signalr_edge_upstream_connect_errors_total", &[]),
+        0.0
+    );
     for e in [A, B] {
         assert_eq!(
             s.sum("signalr_edge_endpoint_healthy", &[("endpoint", e)]),
@@ -149,7 +155,12 @@ async fn scraped_values_equal_a_known_run() {
         s.sum("signalr_edge_endpoint_healthy", &[("endpoint", B)]) == 0.0
     })
     .await;
-    let flips = |s: &Scrape, to| s.sum("signalr_edge_endpoint_health_transitions_total", &b_labels(to));
+    let flips = |s: &Scrape, to| {
+        s.sum(
+            "signalr_edge_endpoint_health_transitions_total",
+            &b_labels(to),
+        )
+    };
     assert_eq!((flips(&s, "unhealthy"), flips(&s, "healthy")), (1.0, 0.0));
     b.state.set_healthy(true);
     let s = eventually(&site, "b healthy again", |s| {
@@ -162,13 +173,19 @@ async fn scraped_values_equal_a_known_run() {
     let (code, report) = site.reload().await;
     assert_eq!(code, 200, "{report}");
     let q = "hub=chat&negotiateVersion=1&asrs_request_id=after";
-    assert_eq!(negotiate(&client, &site.url(""), q, &token).await.status, 200);
+    assert_eq!(
+        negotiate(&client, &site.url(""), q, &token).await.status,
+        200
+    );
     let s = eventually(&site, "the negotiate after the reload", |s| {
         s.sum("signalr_edge_negotiate_duration_seconds_count", &pool) == n + 1.0
     })
     .await;
     assert_eq!(s.sum("signalr_edge_config_generation", &[]), 2.0);
-    assert_eq!(s.sum("signalr_edge_reloads_total", &[("outcome", "ok")]), 1.0);
+    assert_eq!(
+        s.sum("signalr_edge_reloads_total", &[("outcome", "ok")]),
+        1.0
+    );
     let labels: Vec<_> = client_a
         .iter()
         .chain(&[("status_class", "2xx")])
@@ -199,9 +216,7 @@ async fn metrics_need_the_admin_token() {
     let token_file = site.dir.join("admin.token");
     let admin_token = "a-long-enough-admin-token-for-metrics";
     std::fs::write(&token_file, admin_token).unwrap();
-    let cfg = site
-        .config(&config(&em), 5)
-        .admin_token_file(&token_file);
+    let cfg = site.config(&config(&em), 5).admin_token_file(&token_file);
     cfg.write(&site.conf());
     let mut p = site.spawn("edge", false);
     site.wait_ready(&mut p).await;
@@ -217,7 +232,10 @@ async fn metrics_need_the_admin_token() {
     assert_eq!(r.status(), 200);
     let s = Scrape::parse(&r.text().await.unwrap());
     assert_eq!(
-        s.sum("signalr_edge_refusals_total", &[("reason", "admin_unauthorized")]),
+        s.sum(
+            "signalr_edge_refusals_total",
+            &[("reason", "admin_unauthorized")]
+        ),
         1.0
     );
 }

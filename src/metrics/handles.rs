@@ -118,14 +118,25 @@ impl EndpointMetrics {
         let f = families();
         let pe = [pool, endpoint];
         EndpointMetrics {
-            open: Kind::ALL.map(|k| f.connections_open.with_label_values(&[pool, endpoint, k.as_str()])),
-            to_upstream: f.upstream_bytes.with_label_values(&[pool, endpoint, "to_upstream"]),
-            from_upstream: f.upstream_bytes.with_label_values(&[pool, endpoint, "from_upstream"]),
-            connect_errors: ConnectFailure::ALL
-                .map(|r| f.connect_errors.with_label_values(&[pool, endpoint, r.as_str()])),
+            open: Kind::ALL.map(|k| {
+                f.connections_open
+                    .with_label_values(&[pool, endpoint, k.as_str()])
+            }),
+            to_upstream: f
+                .upstream_bytes
+                .with_label_values(&[pool, endpoint, "to_upstream"]),
+            from_upstream: f
+                .upstream_bytes
+                .with_label_values(&[pool, endpoint, "from_upstream"]),
+            connect_errors: ConnectFailure::ALL.map(|r| {
+                f.connect_errors
+                    .with_label_values(&[pool, endpoint, r.as_str()])
+            }),
             timeouts: f.timeouts.with_label_values(&pe),
-            connections: ["false", "true"]
-                .map(|reused| f.upstream_connections.with_label_values(&[pool, endpoint, reused])),
+            connections: ["false", "true"].map(|reused| {
+                f.upstream_connections
+                    .with_label_values(&[pool, endpoint, reused])
+            }),
         }
     }
 
@@ -173,7 +184,9 @@ impl HealthMetrics {
     pub fn new(pool: &str, endpoint: &str) -> HealthMetrics {
         let f = families();
         HealthMetrics {
-            to_healthy: f.health_transitions.with_label_values(&[pool, endpoint, "healthy"]),
+            to_healthy: f
+                .health_transitions
+                .with_label_values(&[pool, endpoint, "healthy"]),
             to_unhealthy: f
                 .health_transitions
                 .with_label_values(&[pool, endpoint, "unhealthy"]),
@@ -268,7 +281,10 @@ impl RequestCounters {
         };
         let counter = cell.get_or_init(|| {
             let labels = [&self.route, &self.pool, name, class.as_str(), rule_name];
-            families().requests.get_metric_with_label_values(&labels).ok()
+            families()
+                .requests
+                .get_metric_with_label_values(&labels)
+                .ok()
         });
         if let Some(c) = counter {
             c.inc();
@@ -292,7 +308,10 @@ mod tests {
         let names: Vec<_> = [0, 101, 200, 304, 404, 503, 600, 99]
             .map(|s| StatusClass::of(s).as_str())
             .into();
-        assert_eq!(names, ["none", "1xx", "2xx", "3xx", "4xx", "5xx", "none", "none"]);
+        assert_eq!(
+            names,
+            ["none", "1xx", "2xx", "3xx", "4xx", "5xx", "none", "none"]
+        );
     }
 
     #[test]

@@ -13,11 +13,11 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+pub use handles::unrouted;
 pub use handles::{
     ConnectFailure, EndpointMetrics, HealthMetrics, Kind, OpenGuard, PoolMetrics, RequestCounters,
     StatusClass,
 };
-pub use handles::unrouted;
 
 /// Every family of the edge, registered in one registry.
 pub struct Families {
@@ -108,7 +108,8 @@ impl Families {
                 .expect("registered once");
             v
         };
-        let single = |name: &str, help: &str| counter(name, help, &[]).with_label_values::<&str>(&[]);
+        let single =
+            |name: &str, help: &str| counter(name, help, &[]).with_label_values::<&str>(&[]);
         let families = Families {
             requests: counter(
                 "signalr_edge_requests_total",

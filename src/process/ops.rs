@@ -147,7 +147,8 @@ impl Ops {
     pub fn metrics(&self) -> String {
         let f = crate::metrics::families();
         let runtime = self.reloader.runtime();
-        f.generation.set(i64::try_from(runtime.generation).unwrap_or(i64::MAX));
+        f.generation
+            .set(i64::try_from(runtime.generation).unwrap_or(i64::MAX));
         f.draining.set(i64::from(self.drain.is_draining()));
         // Endpoints a reload removed leave the gauge.
         f.endpoint_healthy.reset();

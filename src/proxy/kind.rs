@@ -16,10 +16,11 @@ pub fn classify(req: &RequestHeader, upgrade: bool) -> Kind {
     if req.method != Method::GET {
         return Kind::Plain;
     }
-    let event_stream = req
-        .headers
-        .get(ACCEPT)
-        .is_some_and(|v| v.as_bytes().windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream")));
+    let event_stream = req.headers.get(ACCEPT).is_some_and(|v| {
+        v.as_bytes()
+            .windows(17)
+            .any(|w| w.eq_ignore_ascii_case(b"text/event-stream"))
+    });
     if event_stream {
         return Kind::Sse;
     }

@@ -150,10 +150,16 @@ mod tests {
             .get();
         assert_eq!(n, 1);
         assert_eq!(
-            f.negotiate_duration.with_label_values(&["obs"]).get_sample_count(),
+            f.negotiate_duration
+                .with_label_values(&["obs"])
+                .get_sample_count(),
             1
         );
-        let bytes = |d: &str| f.upstream_bytes.with_label_values(&["obs", "obs1", d]).get();
+        let bytes = |d: &str| {
+            f.upstream_bytes
+                .with_label_values(&["obs", "obs1", d])
+                .get()
+        };
         assert_eq!((bytes("to_upstream"), bytes("from_upstream")), (10, 20));
     }
 }

@@ -107,7 +107,10 @@ fn parse_sample(line: &str) -> Sample {
         let end = end.unwrap_or_else(|| panic!("unclosed labels: {line}"));
         rest = &body[end + 1..];
     }
-    let value = rest.split_whitespace().next().unwrap_or_else(|| panic!("no value: {line}"));
+    let value = rest
+        .split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("no value: {line}"));
     let value = match value {
         "+Inf" => f64::INFINITY,
         "-Inf" => f64::NEG_INFINITY,
