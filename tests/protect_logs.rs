@@ -89,9 +89,11 @@ async fn chunked_app_server(token: String) -> std::net::SocketAddr {
     addr
 }
 
-/// The edge at trace level in front of `em` (`/client/`) and a chunked app server (`/chat/`).
-fn edge(em: &Emulator, app: std::net::SocketAddr) -> Edge {
+/// The edge at trace level in front of `em` (`/client/`) and a chunked app server (`/chat/`),
+/// writing access lines as `format`.
+fn edge(em: &Emulator, app: std::net::SocketAddr, format: &str) -> Edge {
     let config = EdgeConfig::new()
+        .log_format(format)
         .pool(signalr_pool(em))
         .pool(Pool::app("app").endpoint(Endpoint::url(format!("http://{app}"))))
         .route(Route::new("/client/", "signalr"))
@@ -112,10 +114,29 @@ async fn raw(port: u16, request: &[u8]) -> String {
 /// holds a token's signature, a connection token or an `Authorization` value, however printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_in_any_log_line_at_trace_level() {
+    credentials_stay_out_of_the_log("text").await;
+}
+
+/// The same with JSON access lines, each of which parses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_in_any_json_access_line() {
+    let log = credentials_stay_out_of_the_log("json").await;
+    let json: Vec<&str> = log.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(json.len() > 20, "JSON access lines:\n{log}");
+    for line in json {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["ts"].is_string() && v["status"].is_u64(), "{line}");
+    }
+}
+
+/// Sends credentials every way a client or upstream carries them and checks the log for them;
+/// returns the log.
+async fn credentials_stay_out_of_the_log(format: &str) -> String {
     let em = emulator(vec![instance("a", "shared", false)]).await;
     let app_token = token("shared", "a.service.signalr.net", "app-answer");
     let app = chunked_app_server(app_token.clone()).await;
-    let mut edge = edge(&em, app);
+    let mut edge = edge(&em, app, format);
     let client = http();
     let token = token("shared", "a.service.signalr.net", "chat");
     let q = "hub=chat&negotiateVersion=1&asrs_request_id=logtest";
@@ -242,6 +263,7 @@ async fn no_token_in_any_log_line_at_trace_level() {
     }
     let secrets: Vec<(&str, &str)> = secrets.iter().map(|(w, s)| (*w, s.as_str())).collect();
     assert_no_secret(&log, &secrets);
+    log
 }
 
 /// Unescaped `"` in `line`: an access line has exactly two, around the request.

@@ -61,8 +61,30 @@ fn exit(code: i32) -> ! {
     std::process::exit(code)
 }
 
+/// env_logger's usual line, except JSON access lines, which stand alone: one object per line.
+fn format_line(
+    buf: &mut env_logger::fmt::Formatter,
+    record: &log::Record<'_>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    if record.target() == signalr_edge::proxy::JSON_ACCESS_TARGET {
+        return writeln!(buf, "{}", record.args());
+    }
+    let level = record.level();
+    let style = buf.default_level_style(level);
+    writeln!(
+        buf,
+        "[{} {style}{level:<5}{style:#} {}] {}",
+        buf.timestamp(),
+        record.target(),
+        record.args()
+    )
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(format_line)
+        .init();
     let cli = Cli::parse();
     if let Some(Command::Probe { url, timeout }) = &cli.command {
         let timeout = std::time::Duration::from_secs(*timeout);

@@ -84,6 +84,7 @@ pub fn check(f: File) -> Result<Config, PathError> {
         listener_certs: f.listeners.into_iter().map(|l| l.tls).collect(),
         limits: f.limits,
         resolver: f.resolver,
+        log: f.log,
     };
     Ok(Config { process, service })
 }

@@ -42,6 +42,28 @@ pub struct File {
     /// How endpoint host names are resolved, at load and again on a schedule.
     #[serde(default)]
     pub resolver: Resolver,
+    /// The access log's format. Reloadable.
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// The access log (`RUST_LOG` target `access`): its format. Reloadable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `text` (one `key=value` line per request) or `json` (one JSON object per line).
+    pub format: LogFormat,
+}
+
+/// How access lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `client "METHOD target" status key=value...`, after the logger's prefix.
+    #[default]
+    Text,
+    /// One JSON object per line, without the logger's prefix.
+    Json,
 }
 
 /// Resolution of endpoint host names (those without a fixed `address`): at load, at each

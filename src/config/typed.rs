@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::file::{Forwarding, HealthCheck, HostHeader, ListenerTls, PoolKind, Route};
+use super::file::{Forwarding, HealthCheck, HostHeader, ListenerTls, LogSection, PoolKind, Route};
 use super::file::{PassiveHealth, Pinning, Resolver, ServerSection, Timeouts, Tokens, UpstreamTls};
 use super::limits::Limits;
 use super::values::Address;
@@ -83,6 +83,8 @@ pub struct ServiceConfig {
     pub limits: Limits,
     /// How endpoint host names are resolved, and how often again.
     pub resolver: Resolver,
+    /// The access log's format.
+    pub log: LogSection,
 }
 
 /// Where the admin token comes from.

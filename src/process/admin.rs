@@ -1,4 +1,5 @@
-//! The admin listener: `POST /reload`, `GET /readyz`, `GET /healthz`, `GET /status`, each
+//! The admin listener: `POST /reload`, `GET /readyz`, `GET /healthz`, `GET /status`,
+//! `GET /metrics` (Prometheus text), each
 //! behind `admin_guard` (the listener's `Host`, the token if one is set, no cross-site posts).
 
 use std::future::Future;
@@ -28,6 +29,7 @@ pub fn router(ops: Arc<Ops>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/reload", post(reload))
         .layer(middleware::from_fn_with_state(ops.clone(), guard))
         .with_state(ops)
@@ -143,7 +145,7 @@ pub async fn serve(
             return;
         }
     };
-    info!("admin listener on http://{addr} (/reload /readyz /healthz /status)");
+    info!("admin listener on http://{addr} (/reload /readyz /healthz /status /metrics)");
     let app = router(ops).into_make_service_with_connect_info::<Ends>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
@@ -166,6 +168,17 @@ async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
 
 async fn status(State(ops): State<Arc<Ops>>) -> Response {
     Json(ops.status()).into_response()
+}
+
+async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        ops.metrics(),
+    )
+        .into_response()
 }
 
 async fn reload(State(ops): State<Arc<Ops>>) -> Response {

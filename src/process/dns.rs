@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::health_checks::{supervise, RESTART_DELAY};
 use super::ops::Ops;
 use crate::config::Resolver;
+use crate::metrics::families as metrics;
 use crate::runtime::resolve::{choose, Addresses, Lookup};
 
 /// How often the task looks whether a refresh is due (`resolver.refresh` is at least this).
@@ -29,9 +30,6 @@ const TICK: Duration = Duration::from_millis(100);
 /// A host that keeps failing is logged again at most this often.
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 
-static REFRESHES: AtomicU64 = AtomicU64::new(0);
-static LOOKUP_FAILURES: AtomicU64 = AtomicU64::new(0);
-static ENDPOINTS_MOVED: AtomicU64 = AtomicU64::new(0);
 static SWAPS_FAILED: AtomicU64 = AtomicU64::new(0);
 static RESTARTS: AtomicU64 = AtomicU64::new(0);
 
@@ -53,9 +51,9 @@ pub struct DnsCounts {
 /// The counters since start.
 pub fn counts() -> DnsCounts {
     DnsCounts {
-        refreshes: REFRESHES.load(Ordering::Relaxed),
-        lookup_failures: LOOKUP_FAILURES.load(Ordering::Relaxed),
-        endpoints_moved: ENDPOINTS_MOVED.load(Ordering::Relaxed),
+        refreshes: metrics().dns_refreshes.get(),
+        lookup_failures: metrics().dns_lookup_failures.get(),
+        endpoints_moved: metrics().dns_endpoints_moved.get(),
         swaps_failed: SWAPS_FAILED.load(Ordering::Relaxed),
         restarts: RESTARTS.load(Ordering::Relaxed),
     }
@@ -115,7 +113,7 @@ async fn refresh_loop(ops: Arc<Ops>) {
             match Lookup::new(&settings) {
                 Ok(l) => lookup = Some((settings, l)),
                 Err(e) => {
-                    LOOKUP_FAILURES.fetch_add(known.len() as u64, Ordering::Relaxed);
+                    metrics().dns_lookup_failures.inc_by(known.len() as u64);
                     error!("dns: {e}; endpoints keep their addresses");
                     continue;
                 }
@@ -124,10 +122,10 @@ async fn refresh_loop(ops: Arc<Ops>) {
         let Some((_, l)) = &lookup else { continue };
         let answers = join_all(known.iter().map(|(host, _)| l.lookup(host))).await;
         let found = take_answers(&known, answers, &mut failing);
-        REFRESHES.fetch_add(1, Ordering::Relaxed);
+        metrics().dns_refreshes.inc();
         match ops.reloader.readdress(found).await {
             Ok(moved) => {
-                ENDPOINTS_MOVED.fetch_add(moved.len() as u64, Ordering::Relaxed);
+                metrics().dns_endpoints_moved.inc_by(moved.len() as u64);
             }
             Err(e) => {
                 SWAPS_FAILED.fetch_add(1, Ordering::Relaxed);
@@ -156,7 +154,7 @@ fn take_answers(
             }
             Ok(None) => {}
             Err(e) => {
-                LOOKUP_FAILURES.fetch_add(1, Ordering::Relaxed);
+                metrics().dns_lookup_failures.inc();
                 if let Some(times) = failing.failed(host) {
                     warn!(
                         "dns: cannot resolve {host} ({e}); it keeps {current} ({times} failed \

@@ -118,6 +118,7 @@ impl Ops {
         match sent {
             Ok(count) => {
                 self.upgrades_ok.fetch_add(1, Ordering::Relaxed);
+                count_upgrade("ok");
                 self.drain.begin(Phase::Upgrading);
                 info!(
                     "upgrade: handed {count} listening sockets to the new process; this one stops \
@@ -130,6 +131,7 @@ impl Ops {
             }
             Err(e) => {
                 self.upgrades_failed.fetch_add(1, Ordering::Relaxed);
+                count_upgrade("failed");
                 error!(
                     "upgrade failed: no new process took the sockets on {}: {e}; this process \
                      keeps serving (start `signalr-edge -u` first, then send SIGQUIT)",
@@ -138,6 +140,27 @@ impl Ops {
                 Err(e)
             }
         }
+    }
+
+    /// The `/metrics` text: the gauges of the moment are set first (generation, drain, each
+    /// endpoint's health, which also notices ejections that ended).
+    pub fn metrics(&self) -> String {
+        let f = crate::metrics::families();
+        let runtime = self.reloader.runtime();
+        f.generation
+            .set(i64::try_from(runtime.generation).unwrap_or(i64::MAX));
+        f.draining.set(i64::from(self.drain.is_draining()));
+        // Endpoints a reload removed leave the gauge.
+        f.endpoint_healthy.reset();
+        for pool in &runtime.pools {
+            for e in &pool.endpoints {
+                f.endpoint_healthy
+                    .with_label_values(&[pool.name.as_str(), e.name.as_str()])
+                    .set(i64::from(e.is_healthy()));
+            }
+        }
+        drop(runtime);
+        f.render()
     }
 
     /// The `/status` document.
@@ -170,6 +193,14 @@ impl Ops {
             endpoints: endpoints(&self.reloader.runtime()),
         }
     }
+}
+
+/// Counts a hand-off in `signalr_edge_upgrades_total`.
+fn count_upgrade(outcome: &str) {
+    crate::metrics::families()
+        .upgrades
+        .with_label_values(&[outcome])
+        .inc();
 }
 
 /// Each pool's endpoints and their health, as `/status` shows them.

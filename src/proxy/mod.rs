@@ -21,7 +21,9 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 mod access_log;
 pub mod connection;
 mod forwarded;
+mod kind;
 pub mod limits;
+mod observe;
 mod outcome;
 mod path;
 mod pinning;
@@ -30,16 +32,19 @@ pub mod refusal;
 pub mod selection;
 mod target;
 
-use crate::config::HostHeader;
+use crate::config::{HostHeader, LogFormat};
+use crate::metrics::{unrouted, Kind, OpenGuard, StatusClass};
 use crate::runtime::drain::Drain;
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::signalr::Rule;
-use access_log::request_line;
+use access_log::{close_reason, request_line, Record};
 use connection::{idle_seconds, OverClientConnections};
 use limits::{admit, retry_after, BodyCount};
 use outcome::{answer_unavailable, of_proxy_error, of_response, Outcome};
 use refusal::Refusal;
 use selection::{select, Selection};
+
+pub use access_log::JSON_TARGET as JSON_ACCESS_TARGET;
 
 /// The edge proxy service.
 pub struct EdgeProxy {
@@ -74,6 +79,10 @@ pub struct RequestCtx {
     upstream_failed: bool,
     /// App pools: endpoints whose connect failed, each tried once.
     tried: Vec<usize>,
+    /// What kind of connection the request is.
+    kind: Kind,
+    /// The request's place in its endpoint's open-connection gauge, while proxied.
+    open: Option<OpenGuard>,
 }
 
 #[async_trait]
@@ -93,6 +102,8 @@ impl ProxyHttp for EdgeProxy {
             upstream_header: false,
             upstream_failed: false,
             tried: Vec::new(),
+            kind: Kind::Plain,
+            open: None,
         }
     }
 
@@ -130,6 +141,7 @@ impl ProxyHttp for EdgeProxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        ctx.kind = kind::classify(session.req_header(), session.is_upgrade_req());
         let routed = select(&runtime, session.req_header(), peer_ip, &mut ctx.sel);
         let admitted = admit(
             &runtime,
@@ -143,6 +155,7 @@ impl ProxyHttp for EdgeProxy {
             Ok(a) => {
                 ctx._gate = a.gate;
                 ctx.max_body = a.max_body;
+                ctx.open = ctx.sel.endpoint.as_ref().map(|e| e.metrics.open(ctx.kind));
                 Ok(false)
             }
             Err(refusal) => {
@@ -185,11 +198,13 @@ impl ProxyHttp for EdgeProxy {
             return;
         };
         refusal.count();
+        unrouted().count(None, StatusClass::of(refusal.status()), None);
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        access_log::header_refused(client, refusal);
+        let json = self.state.load().log_format == LogFormat::Json;
+        access_log::header_refused(client, refusal, json);
     }
 
     async fn upstream_peer(
@@ -214,12 +229,15 @@ impl ProxyHttp for EdgeProxy {
             return e;
         };
         ep.record_failure(&pool.name, e.etype().as_str());
+        ep.metrics.connect_failed(observe::connect_failure(&e));
         ctx.upstream_failed = true;
         // Nothing was sent: an app pool tries its next server; a SignalR request stays with
         // its instance, whose 503 `fail_to_proxy` answers.
         match pool.next_after_failure(ep, &mut ctx.tried).cloned() {
             Some(next) => {
                 ctx.sel.load = Some(next.load.hold());
+                ctx.open = None;
+                ctx.open = Some(next.metrics.open(ctx.kind));
                 ctx.sel.endpoint = Some(next);
                 ctx.upstream_failed = false;
                 e.set_retry(true);
@@ -238,6 +256,9 @@ impl ProxyHttp for EdgeProxy {
         client_reused: bool,
     ) -> Box<Error> {
         if let (Some(pool), Some(ep)) = (&ctx.sel.pool, &ctx.sel.endpoint) {
+            if observe::is_timeout(&e) {
+                ep.metrics.timeouts.inc();
+            }
             let from_upstream = e.esource() == &ErrorSource::Upstream;
             let outcome =
                 of_proxy_error(e.etype(), from_upstream, ctx.upstream_header, client_reused);
@@ -257,6 +278,22 @@ impl ProxyHttp for EdgeProxy {
             e.retry.decide_reuse(client_reused);
         }
         e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(ep) = &ctx.sel.endpoint {
+            ep.metrics.connected(reused);
+        }
+        Ok(())
     }
 
     async fn upstream_response_filter(
@@ -391,12 +428,56 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        let done = observe::Finished {
+            status,
+            elapsed: ctx.started.elapsed(),
+            negotiate: observe::is_negotiate(&req.method, req.uri.path()),
+            proxied: ctx.open.take().is_some(),
+            kind: ctx.kind,
+            bytes: (
+                session.upstream_body_bytes_sent().unwrap_or(0) as u64,
+                session.upstream_body_bytes_received() as u64,
+            ),
+        };
+        observe::record(ctx.runtime.as_deref(), &ctx.sel, &done);
         // Formatting the line costs more than the rest of our per-request work: skip it when off.
         if !log::log_enabled!(target: access_log::TARGET, log::Level::Info) {
             return;
         }
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let sel = &ctx.sel;
+        let json = ctx
+            .runtime
+            .as_ref()
+            .is_some_and(|r| r.log_format == LogFormat::Json);
+        if json {
+            let route = sel
+                .route
+                .and_then(|i| ctx.runtime.as_ref()?.routes.by_index(i))
+                .map(|r| r.prefix.as_str());
+            let record = Record {
+                ts: access_log::timestamp(),
+                client: sel.client.client_ip,
+                method: Some(redact::escape(req.method.as_str().as_bytes())),
+                path: Some(redact::log_target(req.raw_path())),
+                status,
+                route,
+                pool: sel.pool.as_ref().map(|p| p.name.as_str()),
+                endpoint: sel.endpoint.as_ref().map(|e| e.name.as_str()),
+                rule: sel.choice.map(Rule::as_str),
+                duration_ms: Some(done.elapsed.as_secs_f64() * 1000.0),
+                refused: ctx.refusal.map(Refusal::as_str),
+                error: e.map(|e| e.etype().as_str()),
+                kind: Some(ctx.kind.as_str()),
+                bytes_to_upstream: done.bytes.0,
+                bytes_from_upstream: done.bytes.1,
+                close: (done.proxied && ctx.kind.is_long_lived())
+                    .then(|| close_reason(ctx.kind, e)),
+            };
+            info!(target: access_log::JSON_TARGET, "{}", record.to_line());
+            return;
+        }
         let route = sel
             .route
             .map_or_else(|| "-".to_string(), |i| format!("routes[{i}]"));
@@ -404,13 +485,13 @@ impl ProxyHttp for EdgeProxy {
             target: access_log::TARGET,
             "{} \"{}\" {} route={} pool={} endpoint={} rule={} ms={:.1}{}{}{}{}",
             sel.client.client_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-            request_line(session.req_header()),
+            request_line(req),
             status,
             route,
             sel.pool.as_ref().map_or("-", |p| p.name.as_str()),
             sel.endpoint.as_ref().map_or("-", |e| e.name.as_str()),
             sel.choice.map_or("-", Rule::as_str),
-            ctx.started.elapsed().as_secs_f64() * 1000.0,
+            done.elapsed.as_secs_f64() * 1000.0,
             if ctx.refusal.is_some() { " refused=" } else { "" },
             ctx.refusal.map_or("", Refusal::as_str),
             if e.is_some() { " error=" } else { "" },

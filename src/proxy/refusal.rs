@@ -1,8 +1,10 @@
 //! Why the edge answered a request itself instead of proxying it: one reason per local
 //! answer, with its status, its access-log name, and a counter per reason since start (read
-//! by `/status`, and by metrics later).
+//! by `/status`, exported as `signalr_edge_refusals_total`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+
+use prometheus::IntCounter;
 
 use crate::runtime::TokenRefusal;
 
@@ -161,7 +163,7 @@ impl Refusal {
 
     /// Counts one refusal for this reason.
     pub fn count(self) {
-        COUNTS[self as usize].fetch_add(1, Ordering::Relaxed);
+        COUNTS[self as usize].inc();
     }
 }
 
@@ -174,16 +176,18 @@ impl From<TokenRefusal> for Refusal {
     }
 }
 
-#[allow(clippy::declare_interior_mutable_const)]
-const ZERO: AtomicU64 = AtomicU64::new(0);
-/// Refusals per reason since the process started, indexed by `Refusal as usize`.
-static COUNTS: [AtomicU64; Refusal::ALL.len()] = [ZERO; Refusal::ALL.len()];
+/// Refusals per reason since the process started, indexed by `Refusal as usize`: the handles
+/// of `signalr_edge_refusals_total`, every reason present from the start.
+static COUNTS: LazyLock<[IntCounter; Refusal::ALL.len()]> = LazyLock::new(|| {
+    let family = &crate::metrics::families().refusals;
+    Refusal::ALL.map(|r| family.with_label_values(&[r.as_str()]))
+});
 
 /// Refusals so far, by reason name (every reason, zeros included).
 pub fn counts() -> Vec<(&'static str, u64)> {
     Refusal::ALL
         .iter()
-        .map(|r| (r.as_str(), COUNTS[*r as usize].load(Ordering::Relaxed)))
+        .map(|r| (r.as_str(), COUNTS[*r as usize].get()))
         .collect()
 }
 

@@ -38,6 +38,8 @@ pub struct Changes {
     pub admin_token_changed: bool,
     /// Whether the `resolver` section changes.
     pub resolver_changed: bool,
+    /// Whether the `log` section changes.
+    pub log_changed: bool,
 }
 
 impl Changes {
@@ -113,6 +115,7 @@ impl Changes {
             || route_limits_changed;
         c.forwarding_changed = old_cfg.forwarding != new_cfg.forwarding;
         c.resolver_changed = old_cfg.resolver != new_cfg.resolver;
+        c.log_changed = old_cfg.log != new_cfg.log;
         c.admin_token_changed = match (&old.admin_token, &new.admin_token) {
             (Some(o), Some(n)) => !o.same_as(n),
             (o, n) => o.is_some() != n.is_some(),
@@ -189,6 +192,9 @@ impl fmt::Display for Changes {
         }
         if self.resolver_changed {
             parts.push("resolver changed".into());
+        }
+        if self.log_changed {
+            parts.push("log changed".into());
         }
         f.write_str(&parts.join("; "))
     }

@@ -147,6 +147,7 @@ impl Reloader {
                 self.state.store(Arc::new(runtime));
                 *current_config = Arc::new(cfg);
                 self.ok.fetch_add(1, Ordering::Relaxed);
+                count_reload("ok");
                 for p in probes.iter().filter(|p| !p.healthy) {
                     warn!(
                         "reload ({trigger}): {} failed its first health check and starts unhealthy: {}",
@@ -171,6 +172,11 @@ impl Reloader {
             }
             Err(e) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
+                count_reload(if e.message.starts_with(TASK_FAILED) {
+                    "failed"
+                } else {
+                    "refused"
+                });
                 error!(
                     "reload ({trigger}) failed; generation {} keeps serving: {e}",
                     current.generation
@@ -260,7 +266,7 @@ impl Reloader {
         .map_err(|e| ConfigError {
             file: self.file.clone(),
             path: String::new(),
-            message: format!("reload task failed: {e}"),
+            message: format!("{TASK_FAILED}: {e}"),
         })??;
         let (cfg, runtime) = compiled;
         let probes = probe_new_endpoints(current, &runtime).await;
@@ -316,6 +322,18 @@ fn moved_endpoints(runtime: &Runtime, found: &Addresses) -> Vec<String> {
         }
     }
     moved
+}
+
+/// How the error of a reload that could not run (rather than a refused file) begins.
+const TASK_FAILED: &str = "reload task failed";
+
+/// Counts a reload in `signalr_edge_reloads_total`: `ok`, `refused` (the file, or a setting
+/// only an upgrade may change) or `failed` (the reload itself).
+fn count_reload(outcome: &str) {
+    crate::metrics::families()
+        .reloads
+        .with_label_values(&[outcome])
+        .inc();
 }
 
 fn unix_now() -> u64 {

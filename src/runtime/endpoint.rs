@@ -13,6 +13,7 @@ use super::health::{now_ms, Health, HealthView, ProbeTarget, Prober};
 use super::load::Load;
 use super::resolve::{literal, Addresses};
 use crate::config::{EndpointSpec, PassiveHealth, PoolConfig};
+use crate::metrics::{EndpointMetrics, HealthMetrics};
 use crate::signalr::token::TokenKey;
 use crate::signalr::Candidate;
 
@@ -46,13 +47,18 @@ pub struct Endpoint {
     /// The AccessKey its tokens are signed with (from a connection string), kept even while
     /// the pool does not verify tokens: a later reload may turn that on and retire this one.
     pub token_key: Option<TokenKey>,
+    /// Its position in its pool's endpoints (where its request counters are).
+    pub slot: usize,
+    /// Its metric handles (the same series across reloads).
+    pub metrics: EndpointMetrics,
     peer: HttpPeer,
 }
 
 impl Endpoint {
-    /// Prepares one endpoint of `pool` at its address (fixed, or what `addresses` says its
-    /// host resolved to); `ca` is the pool's trust bundle.
+    /// Prepares endpoint `slot` of pool `pool_name` at its address (fixed, or what
+    /// `addresses` says its host resolved to); `ca` is the pool's trust bundle.
     pub fn build(
+        (pool_name, slot): (&str, usize),
         spec: &EndpointSpec,
         pool: &PoolConfig,
         ca: Option<Arc<CaType>>,
@@ -112,11 +118,13 @@ impl Endpoint {
             addr,
             resolved,
             tls: spec.tls,
-            health: Arc::new(Health::default()),
+            health: Arc::new(Health::observed(HealthMetrics::new(pool_name, &spec.name))),
             load: Arc::new(Load::default()),
             prober,
             passive: pool.passive_health,
             token_key: spec.access_key.as_deref().map(TokenKey::new),
+            slot,
+            metrics: EndpointMetrics::new(pool_name, &spec.name),
             peer,
         })
     }

@@ -16,6 +16,7 @@ use pingora_load_balancing::Backend;
 use serde::Serialize;
 
 use crate::config::{CheckKind, HealthCheck, PassiveHealth};
+use crate::metrics::HealthMetrics;
 
 /// Milliseconds on the process's monotonic clock, from 1 (0 stands for "no ejection").
 pub fn now_ms() -> u64 {
@@ -36,6 +37,8 @@ pub struct Health {
     failures: AtomicU64,
     /// Ejections since the endpoint first appeared (kept across reloads with the rest).
     ejections: AtomicU64,
+    /// Where transitions and ejections are counted for `/metrics`.
+    metrics: Option<HealthMetrics>,
 }
 
 impl Default for Health {
@@ -46,6 +49,7 @@ impl Default for Health {
             ejected_until: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             ejections: AtomicU64::new(0),
+            metrics: None,
         }
     }
 }
@@ -64,6 +68,25 @@ pub struct HealthView {
 }
 
 impl Health {
+    /// A fresh (healthy) state whose changes are counted in `metrics`.
+    pub fn observed(metrics: HealthMetrics) -> Self {
+        Health {
+            metrics: Some(metrics),
+            ..Health::default()
+        }
+    }
+
+    /// Counts a change of the endpoint's health.
+    fn transition(&self, healthy: bool) {
+        if let Some(m) = &self.metrics {
+            if healthy {
+                m.to_healthy.inc();
+            } else {
+                m.to_unhealthy.inc();
+            }
+        }
+    }
+
     /// Whether new connections may go to the endpoint: the probe says so and no ejection is
     /// running. Reads the clock only while an ejection is set.
     pub fn is_healthy(&self) -> bool {
@@ -85,9 +108,14 @@ impl Health {
         if now.unwrap_or_else(now_ms) < until {
             return true;
         }
-        let _ = self
+        let cleared = self
             .ejected_until
-            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
+            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        // The ejection's end is a transition back when the probe agrees (counted once).
+        if cleared && self.probe_healthy() {
+            self.transition(true);
+        }
         false
     }
 
@@ -117,6 +145,12 @@ impl Health {
         self.ejected_until
             .store(now.saturating_add(ms.max(1)), Ordering::Relaxed);
         self.ejections.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.ejections.inc();
+        }
+        if self.probe_healthy() {
+            self.transition(false);
+        }
         Some(p.ejection)
     }
 
@@ -165,6 +199,10 @@ impl Health {
         if streak >= needed {
             self.healthy.store(ok, Ordering::Relaxed);
             self.streak.store(0, Ordering::Relaxed);
+            // While ejected the endpoint stays unhealthy whatever the probe says.
+            if !self.is_ejected_at(None) {
+                self.transition(ok);
+            }
             Some(ok)
         } else {
             None

@@ -27,7 +27,9 @@ use ipnet::IpNet;
 
 use pingora_core::tls::sign::CertifiedKey;
 
-use crate::config::{Config, ConfigError, Forwarding, Limits, PathError, Resolver, ServiceConfig};
+use crate::config::{
+    Config, ConfigError, Forwarding, Limits, LogFormat, PathError, Resolver, ServiceConfig,
+};
 pub use admin_token::{AdminToken, MIN_TOKEN_CHARS};
 pub use endpoint::Endpoint;
 pub use health::HealthView;
@@ -65,6 +67,8 @@ pub struct Runtime {
     pub admin_token: Option<AdminToken>,
     /// How endpoint host names are resolved again, and how often.
     pub resolver: Resolver,
+    /// How access lines are written.
+    pub log_format: LogFormat,
     /// 1 for the config loaded at start, one more for each successful reload.
     pub generation: u64,
 }
@@ -103,13 +107,14 @@ impl Runtime {
                 Pool::compile(name, cfg, old, addresses).map_err(|e| e.in_file(file))?,
             ));
         }
-        let routes = RouteTable::compile(
+        let mut routes = RouteTable::compile(
             &config.routes,
             |name| pools.iter().position(|p| p.name == name),
             config.limits.max_body_bytes,
             previous.map(|p| &p.routes),
         )
         .map_err(|e| e.in_file(file))?;
+        routes.count_requests(&pools);
         let interval = config.limits.per_client.interval;
         let client_rate = match previous {
             Some(p) if p.client_rate.interval == interval => p.client_rate.clone(),
@@ -143,6 +148,7 @@ impl Runtime {
             client_rate,
             admin_token,
             resolver: config.resolver.clone(),
+            log_format: config.log.format,
             generation: previous.map_or(1, |p| p.generation + 1),
         })
     }

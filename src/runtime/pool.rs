@@ -9,6 +9,7 @@ use super::resolve::Addresses;
 use super::tls::load_ca_file;
 use super::tokens::{TokenGate, TokenRefusal};
 use crate::config::{HostHeader, PathError, PoolConfig, PoolKind};
+use crate::metrics::PoolMetrics;
 use crate::signalr::negotiate::NegotiatedIds;
 use crate::signalr::{Affinity, AffinityInput, Choice, Rule};
 
@@ -33,6 +34,8 @@ pub struct Pool {
     pub(super) tokens: Option<TokenGate>,
     /// Where negotiates went, for their connections' later requests (when pinning is on).
     pub pins: Option<Arc<PinStore>>,
+    /// Its duration histograms.
+    pub metrics: PoolMetrics,
 }
 
 impl Pool {
@@ -53,7 +56,7 @@ impl Pool {
         };
         let mut endpoints = Vec::with_capacity(cfg.endpoints.len());
         for (i, spec) in cfg.endpoints.iter().enumerate() {
-            let mut ep = Endpoint::build(spec, cfg, ca.clone(), addresses)
+            let mut ep = Endpoint::build((name, i), spec, cfg, ca.clone(), addresses)
                 .map_err(|m| PathError::new(format!("{path}.endpoints[{i}]"), m))?;
             if let Some(old) =
                 previous.and_then(|p| p.endpoints.iter().find(|o| o.same_target(&ep)))
@@ -83,6 +86,7 @@ impl Pool {
             host_header: cfg.host_header,
             tokens,
             pins,
+            metrics: PoolMetrics::new(name),
         })
     }
 

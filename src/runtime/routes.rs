@@ -2,8 +2,12 @@
 
 use http::Method;
 
+use std::sync::Arc;
+
 use super::limits::RouteGate;
+use super::pool::Pool;
 use crate::config::{self, PathError};
+use crate::metrics::RequestCounters;
 
 /// One compiled route.
 #[derive(Debug, Clone)]
@@ -24,6 +28,8 @@ pub struct Route {
     pub max_body_bytes: u64,
     /// Cap on requests in flight, if the route has one.
     pub gate: Option<RouteGate>,
+    /// Its request counters (set once its pool is known).
+    pub requests: Option<Arc<RequestCounters>>,
 }
 
 impl Route {
@@ -88,6 +94,7 @@ impl RouteTable {
                 pool,
                 max_body_bytes: r.max_body_bytes.unwrap_or(max_body),
                 gate: None,
+                requests: None,
             };
             if let Some(max) = r.max_in_flight {
                 let open = previous
@@ -108,6 +115,16 @@ impl RouteTable {
             )
         });
         Ok(RouteTable { routes: out })
+    }
+
+    /// Gives each route the request counters of its path and its pool's endpoints.
+    pub fn count_requests(&mut self, pools: &[Arc<Pool>]) {
+        for r in &mut self.routes {
+            if let Some(pool) = pools.get(r.pool) {
+                let names = pool.endpoints.iter().map(|e| e.name.clone()).collect();
+                r.requests = Some(Arc::new(RequestCounters::new(&r.prefix, &pool.name, names)));
+            }
+        }
     }
 
     /// The route at `routes[index]` of the file.

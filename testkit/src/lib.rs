@@ -21,6 +21,7 @@ pub mod edge;
 pub mod emulator;
 pub mod fault;
 pub mod fuzz;
+pub mod metrics;
 pub mod process;
 pub mod raw;
 pub mod site;

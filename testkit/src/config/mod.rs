@@ -44,6 +44,16 @@ pub struct EdgeConfig {
     /// How endpoint host names are resolved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolver: Option<Resolver>,
+    /// The access log's format (`text` or `json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogSection>,
+}
+
+/// The `log` section.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LogSection {
+    /// `text` or `json`.
+    pub format: String,
 }
 
 /// The `resolver` section.
@@ -308,6 +318,14 @@ impl EdgeConfig {
             refresh: Some(text(refresh)),
             nameservers: vec![nameserver.to_string()],
             timeout: Some(text(timeout)),
+        });
+        self
+    }
+
+    /// Writes access lines as `format` (`text` or `json`).
+    pub fn log_format(mut self, format: &str) -> EdgeConfig {
+        self.log = Some(LogSection {
+            format: format.to_string(),
         });
         self
     }
