@@ -133,6 +133,37 @@ async fn status_page_shows_pools_traffic_and_health_changes() {
         .await;
     println!("status page: traffic shown after {took:?}");
 
+    // Under a steady load with three WebSockets open, the rates and open connections show.
+    let target = |id: &str| Target {
+        base: edge.url(""),
+        token: token("k", "c.service.signalr.net", "chat"),
+        request_id: id.to_string(),
+    };
+    let mut sockets = Vec::new();
+    for i in 0..3 {
+        let (ws, on) = Client::connect(&client, &target(&format!("ws{i}")), Transport::WebSockets)
+            .await
+            .unwrap();
+        assert_eq!(on, "c");
+        sockets.push(ws);
+    }
+    let load = {
+        let (client, base, t) = (client.clone(), edge.url(""), t.clone());
+        tokio::spawn(async move {
+            for i in 0.. {
+                let q = format!("hub=chat&asrs_request_id=l{i}");
+                let _ = negotiate(&client, &base, &q, &t).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let (_, took) = page
+        .until(Duration::from_secs(10), "the load", |s| {
+            s["ws"] == "3" && s["rps"].as_str().and_then(|r| r.parse::<f64>().ok()) > Some(1.0)
+        })
+        .await;
+    println!("status page: load shown after {took:?}");
+
     // b goes down: the page shows it within about one refresh (1 s) after the probe (200 ms).
     em.instances[1].state.set_healthy(false);
     let b = endpoint("b");
@@ -153,6 +184,8 @@ async fn status_page_shows_pools_traffic_and_health_changes() {
         std::fs::metadata(&shot).unwrap().len() > 10_000,
         "a real screenshot"
     );
+    load.abort();
+    drop(sockets);
     em.instances[1].state.set_healthy(true);
     page.until(Duration::from_secs(10), "b back", |s| {
         s["endpoints"][&b]["health"] == "healthy"
