@@ -46,14 +46,7 @@ async fn lands_on(edge: &Edge, id: &str) -> String {
 }
 
 async fn status(admin: u16) -> serde_json::Value {
-    http()
-        .get(format!("http://127.0.0.1:{admin}/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    testkit::get_json(&format!("http://127.0.0.1:{admin}/status")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

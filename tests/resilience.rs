@@ -91,14 +91,7 @@ fn distinct_keys() -> Vec<InstanceConfig> {
 
 /// `/status` of the edge.
 async fn status(s: &Setup) -> serde_json::Value {
-    http()
-        .get(format!("{}/status", s.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get_json(&format!("{}/status", s.admin)).await
 }
 
 /// The `/status` entry of endpoint `name` in pool `pool`.

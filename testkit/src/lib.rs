@@ -42,4 +42,4 @@ pub use edge::Edge;
 pub use emulator::{addr_of, app_server, emulator, endpoint_of, instance, signalr_pool, token};
 pub use fault::{Fault, FaultGate};
 pub use process::{chromium, edge_binary, free_port, send_signal, wait_for, TempDir};
-pub use site::{EdgeProcess, EdgeSite};
+pub use site::{get_json, EdgeProcess, EdgeSite};

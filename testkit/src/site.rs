@@ -131,14 +131,7 @@ impl EdgeSite {
 
     /// `GET /status` of whichever process owns the admin socket.
     pub async fn status(&self) -> serde_json::Value {
-        http()
-            .get(self.admin_url("/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(&self.admin_url("/status")).await
     }
 
     /// `POST /reload`: the status code and the report. (The admin listener refuses a `POST`
@@ -229,4 +222,9 @@ impl Drop for EdgeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `GET url` as JSON (an admin listener's `/status`, say), failing the test on any error.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    http().get(url).send().await.unwrap().json().await.unwrap()
 }
