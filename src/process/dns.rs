@@ -19,9 +19,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::health_checks::{supervise, RESTART_DELAY};
-use super::ops::Ops;
 use crate::config::Resolver;
 use crate::metrics::families as metrics;
+use crate::reload::Reloader;
 use crate::runtime::resolve::{choose, Addresses, Lookup};
 
 /// How often the task looks whether a refresh is due (`resolver.refresh` is at least this).
@@ -61,26 +61,26 @@ pub fn counts() -> DnsCounts {
 
 /// Resolves endpoint host names again on the current generation's schedule.
 pub struct DnsRefresh {
-    ops: Arc<Ops>,
+    reloader: Arc<Reloader>,
 }
 
 impl DnsRefresh {
-    /// The refresh of the runtime `ops` reloads.
-    pub fn new(ops: Arc<Ops>) -> Self {
-        DnsRefresh { ops }
+    /// The refresh of the runtime `reloader` keeps (it swaps in moved addresses too).
+    pub fn new(reloader: Arc<Reloader>) -> Self {
+        DnsRefresh { reloader }
     }
 }
 
 #[async_trait]
 impl BackgroundService for DnsRefresh {
     async fn start(&self, shutdown: ShutdownWatch) {
-        let ops = self.ops.clone();
+        let reloader = self.reloader.clone();
         supervise(
             "dns refresh",
             shutdown,
             RESTART_DELAY,
             &RESTARTS,
-            move || refresh_loop(ops.clone()),
+            move || refresh_loop(reloader.clone()),
         )
         .await
     }
@@ -88,13 +88,13 @@ impl BackgroundService for DnsRefresh {
 
 /// Every `TICK`, starts a round when the current `resolver.refresh` has passed since the last
 /// one. Never returns.
-async fn refresh_loop(ops: Arc<Ops>) {
+async fn refresh_loop(reloader: Arc<Reloader>) {
     let mut lookup: Option<(Resolver, Lookup)> = None;
     let mut failing = Failing::default();
     let mut last = Instant::now();
     loop {
         tokio::time::sleep(TICK).await;
-        let runtime = ops.reloader.runtime();
+        let runtime = reloader.runtime();
         if last.elapsed() < runtime.resolver.refresh {
             continue;
         }
@@ -123,7 +123,7 @@ async fn refresh_loop(ops: Arc<Ops>) {
         let answers = join_all(known.iter().map(|(host, _)| l.lookup(host))).await;
         let found = take_answers(&known, answers, &mut failing);
         metrics().dns_refreshes.inc();
-        match ops.reloader.readdress(found).await {
+        match reloader.readdress(found).await {
             Ok(moved) => {
                 metrics().dns_endpoints_moved.inc_by(moved.len() as u64);
             }

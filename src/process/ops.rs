@@ -26,7 +26,7 @@ pub struct Ops {
     /// Connection count and drain phase.
     pub drain: Arc<Drain>,
     /// The reload path (SIGHUP and `POST /reload`).
-    pub reloader: Reloader,
+    pub reloader: Arc<Reloader>,
     /// Where a new process started with `-u` waits for the listeners.
     pub upgrade_sock: String,
     /// The drain deadline (`server.grace_period_seconds`).
@@ -53,7 +53,7 @@ impl Ops {
     ) -> Self {
         Ops {
             drain: Arc::new(Drain::default()),
-            reloader,
+            reloader: Arc::new(reloader),
             upgrade_sock: upgrade_sock.display().to_string(),
             deadline,
             started_by_upgrade: upgrade,

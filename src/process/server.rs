@@ -164,7 +164,7 @@ pub fn build(
     ));
     server.add_service(background_service(
         "dns refresh",
-        DnsRefresh::new(ops.clone()),
+        DnsRefresh::new(ops.reloader.clone()),
     ));
     Ok(EdgeServer { server, ops })
 }
