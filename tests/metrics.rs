@@ -239,3 +239,80 @@ async fn metrics_need_the_admin_token() {
         1.0
     );
 }
+
+/// A WebSocket's bytes count each way, as the tunnel (patch 0003) moves them (patch 0015): in
+/// `signalr_edge_upstream_bytes_total` of its endpoint and in its JSON access line, at least
+/// the echoed payload and at most a little framing more, the same in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_bytes_count_both_ways() {
+    const ECHOES: usize = 8;
+    const PAYLOAD: usize = 16_000;
+    let em = emulator(vec![instance("a", "shared", false)]).await;
+    let site = EdgeSite::new();
+    site.write(&config(&em).log_format("json"), 5);
+    let mut p = site.spawn("edge", false);
+    site.wait_ready(&mut p).await;
+    let target = Target {
+        base: site.url(""),
+        token: token("shared", A, "chat"),
+        request_id: "wsbytes".into(),
+    };
+    let (_, id) = target.negotiate(&http()).await.unwrap();
+    let bytes = |s: &Scrape, direction| {
+        s.sum(
+            "signalr_edge_upstream_bytes_total",
+            &[("endpoint", A), ("direction", direction)],
+        )
+    };
+    let pool = [("pool", "signalr")];
+    let before = eventually(&site, "the negotiate counted", |s| {
+        s.sum("signalr_edge_request_duration_seconds_count", &pool) == 1.0
+    })
+    .await;
+
+    let mut ws = Client::open(&http(), &target, Transport::WebSockets, &id)
+        .await
+        .unwrap();
+    let payload = "x".repeat(PAYLOAD);
+    for i in 0..ECHOES {
+        let answer = ws
+            .invoke(&i.to_string(), "echo", &[&payload])
+            .await
+            .unwrap();
+        assert!(answer.contains(&payload));
+    }
+    ws.close().await;
+    let after = eventually(&site, "the WebSocket counted", |s| {
+        s.sum("signalr_edge_request_duration_seconds_count", &pool) == 2.0
+    })
+    .await;
+
+    let echoed = (ECHOES * PAYLOAD) as f64;
+    let framing = 4096.0;
+    let up = bytes(&after, "to_upstream") - bytes(&before, "to_upstream");
+    let down = bytes(&after, "from_upstream") - bytes(&before, "from_upstream");
+    for (what, n) in [("to_upstream", up), ("from_upstream", down)] {
+        assert!(
+            (echoed..echoed + framing).contains(&n),
+            "{what}: {n} bytes for {echoed} echoed"
+        );
+    }
+    let line = wait_for(Duration::from_secs(10), "the WebSocket's JSON line", || {
+        p.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["kind"] == "websocket")
+    })
+    .await;
+    assert_eq!(
+        (&line["bytes_to_upstream"], &line["bytes_from_upstream"]),
+        (
+            &serde_json::json!(up as u64),
+            &serde_json::json!(down as u64)
+        ),
+        "{line}"
+    );
+    println!(
+        "WebSocket of {ECHOES} echoes of {PAYLOAD} bytes: {up} bytes to upstream, {down} from"
+    );
+}

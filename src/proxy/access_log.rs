@@ -50,7 +50,7 @@ pub struct Record<'a> {
     pub error: Option<&'static str>,
     /// `websocket`, `sse`, `long_poll` or `plain`.
     pub kind: Option<&'static str>,
-    /// Body bytes sent to the endpoint.
+    /// Body bytes sent to the endpoint (a WebSocket's: what its tunnel carried).
     pub bytes_to_upstream: u64,
     /// Body bytes received from it.
     pub bytes_from_upstream: u64,

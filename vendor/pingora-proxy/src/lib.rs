@@ -631,6 +631,8 @@ pub struct Session {
     /// deliberately distinct from `Some(0)` so that "not measured" cannot be mistaken for
     /// "a request body was dropped".
     upstream_body_bytes_sent: Option<usize>,
+    /// Bytes a raw tunnel moved (to upstream, from upstream), added to the two counts above.
+    upgraded_tunnel_bytes: (usize, usize),
     /// Whether proxy task filtering has seen a downstream 101 upgrade header.
     downstream_task_seen_upgraded: bool,
     /// Upstream write pending time. Set by proxy layer (HTTP/1.x only).
@@ -661,6 +663,7 @@ impl Session {
             upstream_modules_ctx: upstream_modules.build_ctx(),
             upstream_body_bytes_received: 0,
             upstream_body_bytes_sent: None,
+            upgraded_tunnel_bytes: (0, 0),
             downstream_task_seen_upgraded: false,
             upstream_write_pending_time: Duration::ZERO,
             shutdown_flag,

@@ -184,10 +184,11 @@ where
                     .and_then(|s| s.upgraded_stream()),
                 client_session.upgraded_stream(),
             ) {
-                return match tunnel::run(down, down_prefix, up, up_prefix, read_timeout).await {
-                    Ok(_) => (false, false, None),
-                    Err(e) => (false, false, Some(e)),
-                };
+                let (moved, result) =
+                    tunnel::run(down, down_prefix, up, up_prefix, read_timeout).await;
+                // The tunnel carries the upgraded body: the caller counts it with the body bytes.
+                session.upgraded_tunnel_bytes = moved;
+                return (false, false, result.err());
             }
         }
 
@@ -258,13 +259,16 @@ where
         let (server_session_reuse, client_session_reuse, error) =
             self.proxy_1to1(session, client_session, peer, ctx).await;
 
+        // Bytes of a raw tunnel (upgraded connection) bypass the client session's counters.
+        let (tunnel_sent, tunnel_received) = std::mem::take(&mut session.upgraded_tunnel_bytes);
+
         // Record upstream response body bytes received (payload only) for logging consumers.
-        let upstream_bytes_total = client_session.body_bytes_received();
+        let upstream_bytes_total = client_session.body_bytes_received() + tunnel_received;
         session.set_upstream_body_bytes_received(upstream_bytes_total);
 
         // Record request body bytes written to the upstream (payload only) for logging consumers.
         // Only HTTP/1.x tracks this; see `Session::upstream_body_bytes_sent`.
-        session.set_upstream_body_bytes_sent(client_session.body_bytes_sent());
+        session.set_upstream_body_bytes_sent(client_session.body_bytes_sent() + tunnel_sent);
 
         // Record upstream write pending time for this session only (delta from baseline).
         let current_write_pending = client_session.stream().get_write_pending_time();

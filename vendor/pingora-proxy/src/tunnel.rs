@@ -59,8 +59,11 @@ struct Flow {
 
 impl Flow {
     fn new(prefix: Option<BytesMut>) -> Self {
+        let pending = prefix.filter(|p| !p.is_empty());
         Flow {
-            pending: prefix.filter(|p| !p.is_empty()),
+            // Bytes read with the heads are tunnelled bytes too.
+            bytes: pending.as_ref().map_or(0, |p| p.len()),
+            pending,
             ..Default::default()
         }
     }
@@ -146,14 +149,15 @@ fn client_left(e: &io::Error) -> bool {
 /// are upgraded bytes already read from each side. `read_timeout` bounds the silence of the
 /// upstream, as it does for an upstream read outside the tunnel.
 ///
-/// Returns the bytes moved (downstream to upstream, upstream to downstream).
+/// Returns the bytes moved (downstream to upstream, upstream to downstream), also when the
+/// tunnel failed, and how it ended.
 pub(crate) async fn run(
     downstream: &mut Stream,
     down_prefix: Option<BytesMut>,
     upstream: &mut Stream,
     up_prefix: Option<BytesMut>,
     read_timeout: Option<Duration>,
-) -> Result<(usize, usize)> {
+) -> ((usize, usize), Result<()>) {
     let mut to_up = Flow::new(down_prefix);
     let mut to_down = Flow::new(up_prefix);
     let mut last_upstream_read = Instant::now();
@@ -228,5 +232,5 @@ pub(crate) async fn run(
         "tunnel closed: {} bytes up, {} bytes down, {:?}",
         to_up.bytes, to_down.bytes, result
     );
-    result.map(|()| (to_up.bytes, to_down.bytes))
+    ((to_up.bytes, to_down.bytes), result)
 }
