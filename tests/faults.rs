@@ -26,6 +26,10 @@ fn e2e_dir() -> &'static Path {
 const PROBE: Duration = Duration::from_millis(500);
 /// The pool's upstream read timeout: an instance silent this long has failed the request.
 const READ: Duration = Duration::from_secs(2);
+/// By when the edge has seen a fault: a probe interval and its timeout, with room for a
+/// loaded machine. A failure later than this (plus `READ` for the faults only a timeout
+/// reveals) came from a request sent after detection, which must not fail.
+const DETECTED: Duration = Duration::from_millis(1500);
 
 /// Three instances behind fault gates, an app server, and an edge in front of them.
 struct Faulty {
@@ -176,7 +180,7 @@ async fn killed_replica_edge_routes_around_it() {
     f.all_back(&steady, on_b).await;
     keep_loading(Duration::from_secs(3)).await;
     let events = steady.stop().await;
-    let r = FaultReport::of(&events, fault_at, PROBE * 2);
+    let r = FaultReport::of(&events, fault_at, DETECTED);
     report("replica killed", &r);
     assert_eq!(r.closed, 0);
     assert_eq!(
@@ -200,7 +204,7 @@ async fn blackholed_replica_is_ejected() {
     f.all_back(&steady, on_b).await;
     keep_loading(Duration::from_secs(3)).await;
     let events = steady.stop().await;
-    let r = FaultReport::of(&events, fault_at, READ + PROBE * 2);
+    let r = FaultReport::of(&events, fault_at, READ + DETECTED);
     report("replica blackholed", &r);
     assert_eq!(r.closed, 0);
     assert_eq!(r.connected, 9);
@@ -217,7 +221,7 @@ async fn slow_replica_is_ejected() {
     f.gates[1].set(Fault::Slow(READ * 2));
     keep_loading(READ + PROBE * 4).await;
     let events = steady.stop().await;
-    let r = FaultReport::of(&events, fault_at, READ + PROBE * 2);
+    let r = FaultReport::of(&events, fault_at, READ + DETECTED);
     report("replica slow", &r);
     assert_eq!(r.closed, 0);
     assert_eq!(r.fresh_fail_late, 0, "{r:?}\n{}", trouble(&f.edge));
