@@ -5,6 +5,7 @@
 use http::Method;
 use pingora_core::ErrorType;
 
+use super::observe::is_negotiate;
 use crate::config::PoolKind;
 
 /// What an exchange says about the endpoint.
@@ -49,8 +50,7 @@ pub fn of_response(kind: PoolKind, method: &Method, path: &str, status: u16) -> 
     if status < 500 {
         return Outcome::Success;
     }
-    let negotiate = *method == Method::POST && path.ends_with("/negotiate");
-    if kind == PoolKind::Signalr && negotiate {
+    if kind == PoolKind::Signalr && is_negotiate(method, path) {
         Outcome::Failure
     } else {
         Outcome::Neutral
